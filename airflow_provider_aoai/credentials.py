@@ -1,0 +1,168 @@
+"""Connection settings -> how requests authenticate (an api key, or Entra ID tokens from azure-identity).
+
+The auth mode is chosen in one place, :func:`build_auth`. azure-identity is imported only when a token
+credential is built, never at DAG parse time. Secrets are registered with Airflow's secrets masker as soon
+as they are read, and every new token as soon as it is obtained.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_aoai.exceptions import AzureOpenAIConfigError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+AUTH_TYPES = ("api_key", "client_secret", "managed_identity", "workload_identity", "default")
+# Refresh a token this long before it expires, so a request never leaves with one about to lapse.
+TOKEN_REFRESH_MARGIN_SECONDS = 300
+
+
+def mask(secret: str | None) -> None:
+    """Register ``secret`` with Airflow's secrets masker (no-op for empty values)."""
+    if not secret:
+        return
+    from airflow.providers.common.compat.sdk import mask_secret
+
+    mask_secret(secret)
+
+
+class ApiKeyAuth:
+    """Sends the ``api-key`` header."""
+
+    can_refresh = False
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+        mask(api_key)
+
+    def headers(self) -> dict[str, str]:
+        return {"api-key": self._api_key}
+
+    def invalidate(self) -> None:  # nothing to refresh
+        pass
+
+    def __repr__(self) -> str:
+        return "ApiKeyAuth(api_key=***)"
+
+
+class TokenAuth:
+    """Sends ``Authorization: Bearer <token>`` from an azure-identity credential.
+
+    Tokens are cached and shared by all threads (parallel part uploads), refreshed
+    :data:`TOKEN_REFRESH_MARGIN_SECONDS` before expiry, and dropped on a 401 so the next call fetches anew.
+    """
+
+    can_refresh = True
+
+    def __init__(self, credential: TokenCredential, scope: str) -> None:
+        self.credential = credential
+        self.scope = scope
+        self._token: str | None = None
+        self._expires_on = 0.0
+        self._lock = threading.Lock()
+
+    def _current(self) -> str:
+        with self._lock:
+            if self._token is None or self._expires_on - time.time() < TOKEN_REFRESH_MARGIN_SECONDS:
+                access_token = self.credential.get_token(self.scope)
+                mask(access_token.token)
+                self._token = access_token.token
+                self._expires_on = float(access_token.expires_on)
+            return self._token
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._current()}"}
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._token = None
+
+    def __repr__(self) -> str:
+        return f"TokenAuth(credential={type(self.credential).__name__}, scope={self.scope!r})"
+
+
+def _field(extras: dict[str, Any], name: str) -> Any:
+    """An extra by its plain name or by Airflow 2's prefixed form name."""
+    value = extras.get(name)
+    if value in (None, ""):
+        value = extras.get(f"extra__aoai__{name}")
+    return None if value == "" else value
+
+
+def build_auth(
+    *,
+    conn_id: str,
+    extras: dict[str, Any],
+    login: str | None,
+    password: str | None,
+    scope: str,
+) -> ApiKeyAuth | TokenAuth:
+    """Build the auth for a connection.
+
+    :raises AzureOpenAIConfigError: unknown ``auth_type`` or a missing field, naming both the connection
+        and the field.
+    """
+    auth_type = _field(extras, "auth_type")
+    if auth_type is None:
+        if not password:
+            raise AzureOpenAIConfigError(
+                f"Connection {conn_id!r}: set the api key as the connection's password, or choose an "
+                f"auth_type extra ({', '.join(AUTH_TYPES)})."
+            )
+        auth_type = "api_key"
+    if auth_type not in AUTH_TYPES:
+        raise AzureOpenAIConfigError(
+            f"Connection {conn_id!r}: unknown auth_type {auth_type!r}; expected one of {', '.join(AUTH_TYPES)}."
+        )
+
+    def required(name: str, value: Any) -> Any:
+        if not value:
+            raise AzureOpenAIConfigError(
+                f"Connection {conn_id!r}: auth_type {auth_type!r} needs the {name!r} field."
+            )
+        return value
+
+    if auth_type == "api_key":
+        return ApiKeyAuth(required("password (api key)", password))
+
+    from azure import identity
+
+    client_id = _field(extras, "client_id") or login or None
+    options: dict[str, Any] = {}
+    if authority_host := _field(extras, "authority_host"):
+        options["authority"] = authority_host
+    if auth_type == "client_secret":
+        secret = _field(extras, "client_secret") or password
+        mask(secret)
+        credential: Any = identity.ClientSecretCredential(
+            tenant_id=required("tenant_id", _field(extras, "tenant_id")),
+            client_id=required("client_id", client_id),
+            client_secret=required("client_secret", secret),
+            **options,
+        )
+    elif auth_type == "managed_identity":
+        credential = identity.ManagedIdentityCredential(client_id=client_id)
+    elif auth_type == "workload_identity":
+        # tenant_id, client_id and token file default to AZURE_TENANT_ID, AZURE_CLIENT_ID and
+        # AZURE_FEDERATED_TOKEN_FILE, which the workload identity webhook injects into the pod.
+        kwargs = {
+            "tenant_id": _field(extras, "tenant_id"),
+            "client_id": client_id,
+            "token_file_path": _field(extras, "token_file_path"),
+            **options,
+        }
+        try:
+            credential = identity.WorkloadIdentityCredential(**{k: v for k, v in kwargs.items() if v})
+        except ValueError as exc:
+            raise AzureOpenAIConfigError(
+                f"Connection {conn_id!r}: auth_type 'workload_identity' is incomplete: {exc}"
+            ) from None
+    else:
+        credential = identity.DefaultAzureCredential(
+            managed_identity_client_id=client_id, workload_identity_client_id=client_id, **options
+        )
+    return TokenAuth(credential, scope)

@@ -1,0 +1,242 @@
+"""A local emulator of the Azure OpenAI / Azure AI Foundry Files service.
+
+Start it from a shell (``aoai-emulator --port 8080`` or ``python -m airflow_provider_aoai.emulator``) or from
+Python::
+
+    from airflow_provider_aoai.emulator import Emulator
+
+    with Emulator(api_key="test-key", processing_seconds=0.2) as emu:
+        emu.url                      # http://127.0.0.1:<free port>
+        emu.faults.inject("uploads.parts", status=503, retry_after_ms=10)
+        emu.managed_identity_env()   # IDENTITY_ENDPOINT / IDENTITY_HEADER for azure-identity
+
+Nothing heavy is imported until an emulator is started, so importing this module costs nothing at DAG parse.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_aoai.emulator.faults import FaultPlan
+
+if TYPE_CHECKING:
+    from airflow_provider_aoai.emulator.store import Store
+
+__all__ = ["Emulator"]
+
+
+def _download(url: str, target: Path, max_bytes: int) -> int:
+    """Fetch ``url`` to ``target`` for a file import; raise on HTTP errors or oversize content."""
+    import requests
+
+    with requests.get(url, stream=True, timeout=(10, 60)) as response:
+        if response.status_code >= 400:
+            raise RuntimeError(f"the source answered HTTP {response.status_code}")
+        size = 0
+        with target.open("wb") as out:
+            for chunk in response.iter_content(1024 * 1024):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise RuntimeError(f"the source is larger than the limit of {max_bytes} bytes")
+                out.write(chunk)
+    return size
+
+
+def _quiet_exit_server_class() -> type:
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    class QuietExitServer(uvicorn.Server):
+        """Stops on SIGINT/SIGTERM and returns normally (uvicorn re-raises the signal after shutdown)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+
+            def stop(signum, frame):
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return QuietExitServer
+
+
+def _QuietExitServer(config: Any) -> Any:  # noqa: N802 - a lazily built class
+    return _quiet_exit_server_class()(config)
+
+
+class Emulator:
+    """The emulator as a context manager: starts on a free port in a background thread, stops cleanly.
+
+    :param host: interface to listen on.
+    :param port: TCP port; 0 picks a free one.
+    :param api_key: the key clients must send; ``None`` accepts any non-empty key.
+    :param data_dir: where files and metadata live; reopened on restart. ``None``: a temporary directory,
+        removed on stop.
+    :param processing_seconds: how long a new file takes from ``pending`` through ``running`` to its final
+        status.
+    :param upload_expiry_seconds: lifetime of an Upload (the service's is two hours).
+    :param max_file_bytes: / max_upload_bytes / max_part_bytes: size limits (the service's by default).
+    :param token_lifetime_seconds: lifetime of managed-identity tokens the emulator issues.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        data_dir: str | Path | None = None,
+        processing_seconds: float = 1.0,
+        upload_expiry_seconds: float | None = None,
+        max_file_bytes: int | None = None,
+        max_upload_bytes: int | None = None,
+        max_part_bytes: int | None = None,
+        token_lifetime_seconds: int = 3600,
+        log_level: str = "warning",
+    ) -> None:
+        from airflow_provider_aoai.emulator.store import Limits
+
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.log_level = log_level
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        overrides = {
+            "upload_expiry_seconds": upload_expiry_seconds,
+            "max_file_bytes": max_file_bytes,
+            "max_upload_bytes": max_upload_bytes,
+            "max_part_bytes": max_part_bytes,
+        }
+        self.limits = Limits(
+            processing_seconds=processing_seconds, **{k: v for k, v in overrides.items() if v is not None}
+        )
+        self.token_lifetime_seconds = token_lifetime_seconds
+        self.faults = FaultPlan()
+        self.store: Store | None = None
+        self.identity: Any = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def build_app(self) -> Any:
+        """Create the store and the ASGI app (also used by the command line, which runs it itself)."""
+        from airflow_provider_aoai.emulator.app import EmulatorApp, Identity
+        from airflow_provider_aoai.emulator.store import Store
+
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="aoai-emulator-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        blob_dir = self.data_dir / "container"
+        blob_dir.mkdir(exist_ok=True)
+        self.store = Store(self.data_dir, self.limits, download=_download)
+        self.identity = Identity(token_lifetime_seconds=self.token_lifetime_seconds)
+        return EmulatorApp(
+            self.store, api_key=self.api_key, identity=self.identity, faults=self.faults, blob_dir=blob_dir
+        )
+
+    def bind(self) -> socket.socket:
+        """Bind and listen, so the port is known (and reachable) before the server loop starts."""
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(128)
+        self.port = sock.getsockname()[1]
+        self._socket = sock
+        return sock
+
+    def server(self, app: Any) -> Any:
+        import uvicorn
+
+        config = uvicorn.Config(
+            app,
+            interface="asgi3",
+            lifespan="off",
+            log_level=self.log_level,
+            access_log=False,
+            timeout_keep_alive=30,
+            proxy_headers=False,
+        )
+        self._server = _QuietExitServer(config)
+        return self._server
+
+    def start(self, timeout: float = 30.0) -> Emulator:
+        app = self.build_app()
+        sock = self.bind()
+        server = self.server(app)
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="aoai-emulator", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the AOAI emulator did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self.store is not None:
+            self.store.close()
+        if self._own_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- helpers for tests and DAGs
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def project_url(self, project: str = "demo") -> str:
+        """A Foundry project endpoint served by this emulator."""
+        return f"{self.url}/api/projects/{project}"
+
+    @property
+    def identity_endpoint(self) -> str:
+        return f"{self.url}/_emulator/identity/token"
+
+    def managed_identity_env(self) -> dict[str, str]:
+        """Environment that makes azure-identity's ManagedIdentityCredential use this emulator."""
+        return {"IDENTITY_ENDPOINT": self.identity_endpoint, "IDENTITY_HEADER": self.identity.header_secret}
+
+    def blob_url(self, name: str, sas: str = "sv=2024-05-04&sr=b&sig=emulator-signature") -> str:
+        """URL of a blob in the emulator's container, with a SAS-like query (ignored by the emulator)."""
+        return f"{self.url}/_emulator/blobs/{name}?{sas}"
+
+    def put_blob(self, name: str, data: bytes) -> str:
+        """Store ``data`` as a blob and return its SAS-like URL, for import tests."""
+        assert self.data_dir is not None, "start the emulator first"
+        (self.data_dir / "container" / name).write_bytes(data)
+        return self.blob_url(name)

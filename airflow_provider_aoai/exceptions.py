@@ -1,0 +1,173 @@
+"""Every error this provider raises, in one hierarchy rooted in :class:`AirflowException`.
+
+Service errors carry the HTTP status, the service's error ``code``, its ``message``, the ``target``/``param``
+it names and the request id, read from the body and headers, never parsed out of message text. No
+exception here ever holds a secret: messages are built from the service's error body and our own text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowException
+
+
+class AzureOpenAIError(AirflowException):
+    """Root of every error raised by this provider."""
+
+
+class AzureOpenAIConfigError(AzureOpenAIError):
+    """The Airflow connection is unusable: unknown auth type, missing field, bad endpoint."""
+
+
+class AzureOpenAIInvalidArgumentError(AzureOpenAIError, ValueError):
+    """An argument is invalid; raised before any request is sent.
+
+    :param argument: name of the offending argument, as the caller wrote it.
+    """
+
+    def __init__(self, argument: str, message: str) -> None:
+        self.argument = argument
+        super().__init__(f"{argument}: {message}")
+
+
+class AzureOpenAIUnsupportedOperationError(AzureOpenAIError):
+    """The connection's surface does not offer the operation (e.g. uploads on a Foundry project)."""
+
+
+class AzureOpenAIConnectionError(AzureOpenAIError):
+    """The service could not be reached (DNS, TCP, TLS, timeout) and retries, if any, ran out."""
+
+
+class AzureOpenAIAPIError(AzureOpenAIError):
+    """The service answered with an error status.
+
+    :param status: HTTP status code.
+    :param code: the service's error code (``ErrorCode`` on /openai, free text on Foundry), if any.
+    :param message: the service's message.
+    :param target: the field the service blames (``target`` or ``param``), if any.
+    :param request_id: ``apim-request-id`` / ``x-request-id`` of the failed request, for support tickets.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str | None,
+        message: str,
+        *,
+        target: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.target = target
+        self.request_id = request_id
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        text = f"HTTP {self.status}"
+        if self.code:
+            text += f" {self.code}"
+        text += f": {self.message}"
+        if self.target:
+            text += f" (target: {self.target})"
+        if self.request_id:
+            text += f" [request id {self.request_id}]"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_api_error,
+            (type(self), self.status, self.code, self.message, self.target, self.request_id),
+        )
+
+
+def _rebuild_api_error(cls, status, code, message, target, request_id):  # pragma: no cover - pickling
+    return cls(status, code, message, target=target, request_id=request_id)
+
+
+class AzureOpenAIBadRequestError(AzureOpenAIAPIError):
+    """400/413/415/422: the request is invalid; retrying it cannot succeed."""
+
+
+class AzureOpenAIAuthenticationError(AzureOpenAIAPIError):
+    """401: missing or wrong api key, or a token for the wrong audience."""
+
+
+class AzureOpenAIPermissionDeniedError(AzureOpenAIAPIError):
+    """403: the identity lacks a role on the resource (e.g. "Cognitive Services OpenAI Contributor")."""
+
+
+class AzureOpenAINotFoundError(AzureOpenAIAPIError):
+    """404: unknown file/upload id, wrong endpoint, or an api-version the service does not offer."""
+
+
+class AzureOpenAIConflictError(AzureOpenAIAPIError):
+    """409: the resource is in a state that forbids the operation (e.g. a part after complete)."""
+
+
+class AzureOpenAIRateLimitError(AzureOpenAIAPIError):
+    """429 after the retries ran out."""
+
+
+class AzureOpenAIServiceError(AzureOpenAIAPIError):
+    """5xx (or 408) after the retries ran out, or where retrying could have created a duplicate."""
+
+
+_STATUS_TO_ERROR: dict[int, type[AzureOpenAIAPIError]] = {
+    400: AzureOpenAIBadRequestError,
+    401: AzureOpenAIAuthenticationError,
+    403: AzureOpenAIPermissionDeniedError,
+    404: AzureOpenAINotFoundError,
+    408: AzureOpenAIServiceError,
+    409: AzureOpenAIConflictError,
+    413: AzureOpenAIBadRequestError,
+    415: AzureOpenAIBadRequestError,
+    422: AzureOpenAIBadRequestError,
+    429: AzureOpenAIRateLimitError,
+}
+
+
+def api_error_class(status: int) -> type[AzureOpenAIAPIError]:
+    """The exception class for an HTTP error status."""
+    if status in _STATUS_TO_ERROR:
+        return _STATUS_TO_ERROR[status]
+    if status >= 500:
+        return AzureOpenAIServiceError
+    return AzureOpenAIAPIError
+
+
+class AzureOpenAIFileProcessingError(AzureOpenAIError):
+    """A file reached a failed terminal status (``error`` or ``deleted``).
+
+    :param file: the File dict as last seen; ``status_details`` says why the service rejected it.
+    """
+
+    def __init__(self, file: dict[str, Any]) -> None:
+        self.file = file
+        self.file_id = file.get("id")
+        self.status = file.get("status")
+        self.status_details = file.get("status_details")
+        text = f"File {self.file_id} ended in status {self.status!r}"
+        if self.status_details:
+            text += f": {self.status_details}"
+        super().__init__(text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.file,))
+
+
+class AzureOpenAIWaitTimeoutError(AzureOpenAIError):
+    """A file did not reach a terminal status within the allowed time."""
+
+
+class AzureOpenAIUploadError(AzureOpenAIError):
+    """A multipart upload gave up; the upload was cancelled on the service.
+
+    :param upload_id: the cancelled upload.
+    """
+
+    def __init__(self, message: str, *, upload_id: str | None = None) -> None:
+        self.upload_id = upload_id
+        super().__init__(message)

@@ -1,0 +1,177 @@
+"""The service's vocabulary: status enums, purposes, surfaces and size limits.
+
+Everything that decides "is this file done?" or "is this purpose allowed here?" lives in this module, so the
+hook, the operators, the sensor, the trigger and the emulator all ask the same question the same way.
+Nothing here does I/O or imports Airflow.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, TypedDict
+
+
+class FileStatus(str, enum.Enum):
+    """The ``FileState`` of a file (spec: ``#/definitions/FileState``)."""
+
+    UPLOADED = "uploaded"
+    PENDING = "pending"
+    RUNNING = "running"
+    PROCESSED = "processed"
+    ERROR = "error"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+    @property
+    def is_terminal(self) -> bool:
+        """The spec's terminal states: waiting any longer will not change the status."""
+        return self in _TERMINAL_FILE_STATES
+
+    @property
+    def is_failure(self) -> bool:
+        """Terminal states in which the file cannot be used."""
+        return self in (FileStatus.ERROR, FileStatus.DELETED)
+
+    @property
+    def is_success(self) -> bool:
+        return self is FileStatus.PROCESSED
+
+    @classmethod
+    def of(cls, file: dict[str, Any]) -> FileStatus:
+        """Status of a File/FileInfo dict; Foundry's FileInfo may omit it (spec: Azure OpenAI only)."""
+        status = file.get("status")
+        if status is None:
+            # A Foundry FileInfo without status is stored and ready to use.
+            return cls.PROCESSED
+        return cls(status)
+
+
+_TERMINAL_FILE_STATES = frozenset({FileStatus.PROCESSED, FileStatus.ERROR, FileStatus.DELETED})
+
+
+class UploadStatus(str, enum.Enum):
+    """The ``UploadStatus`` of a multipart upload (spec: ``#/definitions/UploadStatus``)."""
+
+    PENDING = "pending"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not UploadStatus.PENDING
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (UploadStatus.CANCELLED, UploadStatus.EXPIRED)
+
+
+class Surface(str, enum.Enum):
+    """The three HTTP surfaces of the service that share one file store."""
+
+    DATA_PLANE = "data_plane"  # {endpoint}/openai/...?api-version=2024-10-21
+    V1 = "v1"  # {endpoint}/openai/v1/...
+    FOUNDRY = "foundry"  # {project endpoint}/files?api-version=v1
+
+    @property
+    def supports_import(self) -> bool:
+        return self is Surface.DATA_PLANE
+
+    @property
+    def supports_uploads(self) -> bool:
+        return self is not Surface.FOUNDRY
+
+    @property
+    def token_audience(self) -> str:
+        """The audience an Entra ID token must carry (spec ``securityDefinitions``)."""
+        return "https://ai.azure.com" if self is Surface.FOUNDRY else "https://cognitiveservices.azure.com"
+
+    @property
+    def default_scope(self) -> str:
+        return f"{self.token_audience}/.default"
+
+
+# Purposes accepted by each create operation, as listed in the specs.
+DATA_PLANE_PURPOSES = ("fine-tune", "fine-tune-results", "assistants", "assistants_output", "batch", "batch_output")
+# POST /openai/files lists one purpose fewer than the Purpose enum (spec: Files_Upload formData enum).
+DATA_PLANE_UPLOAD_FILE_PURPOSES = ("fine-tune", "fine-tune-results", "assistants", "assistants_output", "batch")
+V1_PURPOSES = ("assistants", "batch", "fine-tune", "evals")
+FOUNDRY_PURPOSES = (
+    "fine-tune",
+    "fine-tune-results",
+    "assistants",
+    "assistants_output",
+    "batch",
+    "batch_output",
+    "vision",
+)
+
+# Purposes whose content the service validates as JSON Lines.
+JSONL_PURPOSES = frozenset({"fine-tune", "batch"})
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+# Service limits (spec summaries of UploadFile_Start / UploadFile_Part and the reference pages):
+# an Upload holds at most 9 GB; a plain POST /files upload at most 512 MB; "each Part can be up to the
+# standard size limit for file upload", i.e. the same 512 MB. We read "GB"/"MB" as binary units.
+MAX_UPLOAD_BYTES = 9 * GiB
+MAX_FILE_BYTES = 512 * MiB
+MAX_PART_BYTES = MAX_FILE_BYTES
+# Our own floor, not the service's: smaller parts only multiply requests.
+MIN_PART_BYTES = 1 * MiB
+DEFAULT_PART_BYTES = 64 * MiB
+# Parts land as Azure Storage blocks (UploadPartResource.azure_block_id); a block blob holds at most
+# 50,000 blocks, so more parts than that cannot be committed.
+MAX_PARTS = 50_000
+UPLOAD_EXPIRY_SECONDS = 2 * 60 * 60
+
+
+def purposes_for(surface: Surface, operation: str) -> tuple[str, ...]:
+    """Purposes the given create ``operation`` (``upload_file``, ``import_file``, ``create_upload``) accepts."""
+    if surface is Surface.FOUNDRY:
+        return FOUNDRY_PURPOSES
+    if surface is Surface.V1:
+        return V1_PURPOSES
+    if operation == "upload_file":
+        return DATA_PLANE_UPLOAD_FILE_PURPOSES
+    return DATA_PLANE_PURPOSES
+
+
+class File(TypedDict, total=False):
+    """A File (data plane, v1) or FileInfo (Foundry) as the service returns it."""
+
+    object: str
+    id: str
+    bytes: int | None
+    created_at: int
+    filename: str
+    purpose: str
+    status: str
+    status_details: str
+    expires_at: int
+
+
+class Upload(TypedDict, total=False):
+    """An UploadResource; ``file`` is set once the upload is completed."""
+
+    object: str
+    id: str
+    bytes: int
+    created_at: int
+    expires_at: int
+    filename: str
+    purpose: str
+    status: str
+    file: File
+
+
+class UploadPart(TypedDict, total=False):
+    """An UploadPartResource."""
+
+    object: str
+    id: str
+    upload_id: str
+    azure_block_id: str
+    created_at: int

@@ -1,0 +1,83 @@
+"""The provider's metadata for Airflow, including the ``aoai`` connection form (no imports beyond stdlib)."""
+
+from __future__ import annotations
+
+INTEGRATION = "Azure OpenAI Files"
+
+
+def _text(label: str, description: str, default: str | None = None, **schema: object) -> dict:
+    field_schema: dict = {"type": ["string", "null"], **schema}
+    if default is not None:
+        field_schema["default"] = default
+    return {"label": label, "description": description, "schema": field_schema}
+
+
+CONN_FIELDS = {
+    "api_version": _text(
+        "API version",
+        "Data plane api-version (2024-10-21). 'v1' uses {endpoint}/openai/v1. Foundry projects always use v1.",
+        "2024-10-21",
+    ),
+    "auth_type": _text(
+        "Auth type",
+        "api_key (password is the key), client_secret, managed_identity, workload_identity or default.",
+        "api_key",
+        enum=["api_key", "client_secret", "managed_identity", "workload_identity", "default", None],
+    ),
+    "tenant_id": _text("Tenant ID", "Entra ID tenant (client_secret, workload_identity)."),
+    "client_id": _text(
+        "Client ID", "App or user-assigned managed identity client id (client_secret, managed_identity, ...)."
+    ),
+    "client_secret": _text("Client secret", "Service principal secret (client_secret).", format="password"),
+    "token_scope": _text(
+        "Token scope",
+        "Entra ID scope; derived from the endpoint when empty "
+        "(https://cognitiveservices.azure.com/.default or https://ai.azure.com/.default).",
+    ),
+    "timeout": {
+        "label": "Timeout (s)",
+        "description": "Seconds to wait for each answer of the service.",
+        "schema": {"type": ["number", "null"], "default": 120},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "description": "Retries of throttled (429), 5xx and connection failures.",
+        "schema": {"type": ["integer", "null"], "default": 5},
+    },
+}
+
+UI_FIELD_BEHAVIOUR = {
+    "hidden-fields": ["schema", "port", "login"],
+    "relabeling": {"host": "Endpoint", "password": "API key"},
+    "placeholders": {
+        "host": "https://<name>.openai.azure.com or https://<name>.services.ai.azure.com/api/projects/<project>",
+        "password": "api key (auth_type api_key only)",
+    },
+}
+
+PROVIDER_INFO = {
+    "package-name": "airflow-provider-aoai",
+    "name": "Azure OpenAI Files",
+    "description": "Move data into the Azure OpenAI and Azure AI Foundry Files services: "
+    "import from URL, multipart and plain uploads, file status sensing.",
+    "integrations": [
+        {
+            "integration-name": INTEGRATION,
+            "external-doc-url": "https://learn.microsoft.com/azure/ai-services/openai/reference",
+            "tags": ["azure"],
+        }
+    ],
+    "hooks": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_aoai.hooks"]}],
+    "operators": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_aoai.operators"]}],
+    "sensors": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_aoai.sensors"]}],
+    "triggers": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_aoai.triggers"]}],
+    "connection-types": [
+        {
+            "connection-type": "aoai",
+            "hook-class-name": "airflow_provider_aoai.hooks.AzureOpenAIHook",
+            "hook-name": "Azure OpenAI Files",
+            "conn-fields": CONN_FIELDS,
+            "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+        }
+    ],
+}
