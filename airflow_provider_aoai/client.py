@@ -8,7 +8,6 @@ Retry policy
       service cannot have acted on it: 408/429 answers and connections that never opened. A 5xx or a
       connection dropped mid-request may have created the file, so it is raised, never repeated: a retry
       must not leave a duplicate behind.
-    * On a 401 with Entra ID auth the cached token is dropped and the request is sent once more.
 """
 
 from __future__ import annotations
@@ -224,7 +223,7 @@ class AzureOpenAIClient:
     """A pooled, thread-safe HTTP client for one endpoint and surface.
 
     :param endpoint: resource endpoint or Foundry project endpoint (see :func:`normalize_endpoint`).
-    :param auth: an object with ``headers()``, ``invalidate()`` and ``can_refresh`` (see ``credentials``).
+    :param auth: an object whose ``headers()`` gives the auth headers (see ``credentials``).
     :param api_version: data plane api-version (default ``2024-10-21``); ``v1``/``preview`` select v1.
     :param timeout: seconds to wait for the service to answer (connect and each read).
     :param max_retries: how many times a retryable failure is repeated.
@@ -301,7 +300,6 @@ class AzureOpenAIClient:
         query = dict(params or {})
         if self.api_version:
             query["api-version"] = self.api_version
-        refreshed = False
         attempt = 0
         while True:
             headers = {"Accept": "application/json", **self.auth.headers()}
@@ -332,11 +330,6 @@ class AzureOpenAIClient:
             else:
                 if response.status_code < 400:
                     return response
-                if response.status_code == 401 and self.auth.can_refresh and not refreshed:
-                    refreshed = True
-                    self.auth.invalidate()
-                    response.close()
-                    continue
                 retryable = response.status_code in (
                     RETRYABLE_STATUSES if retry is Retry.SAFE else NOT_ACTED_STATUSES
                 )

@@ -33,17 +33,12 @@ def mask(secret: str | None) -> None:
 class ApiKeyAuth:
     """Sends the ``api-key`` header."""
 
-    can_refresh = False
-
     def __init__(self, api_key: str) -> None:
         self._api_key = api_key
         mask(api_key)
 
     def headers(self) -> dict[str, str]:
         return {"api-key": self._api_key}
-
-    def invalidate(self) -> None:  # nothing to refresh
-        pass
 
     def __repr__(self) -> str:
         return "ApiKeyAuth(api_key=***)"
@@ -53,10 +48,8 @@ class TokenAuth:
     """Sends ``Authorization: Bearer <token>`` from an azure-identity credential.
 
     Tokens are cached and shared by all threads (parallel part uploads), refreshed
-    :data:`TOKEN_REFRESH_MARGIN_SECONDS` before expiry, and dropped on a 401 so the next call fetches anew.
+    :data:`TOKEN_REFRESH_MARGIN_SECONDS` before expiry.
     """
-
-    can_refresh = True
 
     def __init__(self, credential: TokenCredential, scope: str) -> None:
         self.credential = credential
@@ -76,10 +69,6 @@ class TokenAuth:
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._current()}"}
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._token = None
 
     def __repr__(self) -> str:
         return f"TokenAuth(credential={type(self.credential).__name__}, scope={self.scope!r})"

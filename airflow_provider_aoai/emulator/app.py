@@ -578,6 +578,13 @@ class EmulatorApp:
             await self.starlette(scope, receive, send)
             return
         operation = self.operation_for(scope)
+        self.faults.enter(operation)
+        try:
+            await self._serve(scope, receive, send, operation)
+        finally:
+            self.faults.leave(operation)
+
+    async def _serve(self, scope: dict[str, Any], receive: Callable, send: Callable, operation: str | None) -> None:
         entry = RequestRecord(scope["method"], scope["path"], operation)
         self.faults.record(entry)
         link = self.faults.link
@@ -614,7 +621,15 @@ class EmulatorApp:
             message = await receive()
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
-        codes = {429: "tooManyRequests", 503: "serviceUnavailable", 408: "requestTimeout"}
+        codes = {
+            400: "invalidPayload",
+            401: "unauthorized",
+            403: "forbidden",
+            404: "notFound",
+            409: "conflict",
+            429: "tooManyRequests",
+            503: "serviceUnavailable",
+        }
         surface = Surface.V1 if scope["path"].startswith("/openai/v1/") else (
             Surface.FOUNDRY if scope["path"].startswith("/api/projects/") else Surface.DATA_PLANE
         )

@@ -73,6 +73,8 @@ class FaultPlan:
     faults: list[Fault] = field(default_factory=list)
     link: Link = field(default_factory=Link)
     requests: list[RequestRecord] = field(default_factory=list)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    peak_in_flight: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def inject(self, operation: str, **kwargs: Any) -> Fault:
@@ -92,6 +94,7 @@ class FaultPlan:
             self.faults.clear()
             self.link = Link()
             self.requests.clear()
+            self.peak_in_flight.clear()
 
     def take(self, operation: str | None) -> Fault | None:
         """The fault that applies to this call of ``operation``, consuming one of its ``count``."""
@@ -109,6 +112,17 @@ class FaultPlan:
     def record(self, entry: RequestRecord) -> None:
         with self._lock:
             self.requests.append(entry)
+
+    def enter(self, operation: str | None) -> None:
+        """Count a request of ``operation`` as being served (for the peak-concurrency figures)."""
+        with self._lock:
+            count = self.in_flight.get(operation or "", 0) + 1
+            self.in_flight[operation or ""] = count
+            self.peak_in_flight[operation or ""] = max(count, self.peak_in_flight.get(operation or "", 0))
+
+    def leave(self, operation: str | None) -> None:
+        with self._lock:
+            self.in_flight[operation or ""] -= 1
 
     def calls(self, operation: str) -> list[RequestRecord]:
         """Requests served for ``operation`` so far, faulted ones included."""

@@ -1,0 +1,296 @@
+"""AzureOpenAIHook over real HTTP against the emulator: every method, every source kind, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from airflow_provider_aoai.exceptions import (
+    AzureOpenAIAuthenticationError,
+    AzureOpenAIConfigError,
+    AzureOpenAIFileProcessingError,
+    AzureOpenAIInvalidArgumentError,
+    AzureOpenAINotFoundError,
+    AzureOpenAIUnsupportedOperationError,
+    AzureOpenAIUploadError,
+    AzureOpenAIWaitTimeoutError,
+)
+from airflow_provider_aoai.hooks import AzureOpenAIHook
+from airflow_provider_aoai.models import MAX_FILE_BYTES, FileStatus, UploadStatus
+from tests.conftest import API_KEY, CHAT_LINE, jsonl, set_connection
+
+FAST = {"poll_interval": 0.05, "timeout": 10}
+
+
+def request_count(emulator) -> int:
+    return len(emulator.faults.requests)
+
+
+# ------------------------------------------------------------------------------ files
+def test_upload_file_get_list_download_delete(hook, emulator, chat_file, tmp_path):
+    file = hook.upload_file(source=chat_file, purpose="fine-tune")
+    assert file["object"] == "file" and file["filename"] == "train.jsonl" and file["bytes"] == chat_file.stat().st_size
+    assert FileStatus(file["status"]) is FileStatus.PENDING
+    processed = hook.wait_for_file(file_id=file["id"], **FAST)
+    assert processed["status"] == "processed"
+    assert hook.get_file(file_id=file["id"])["id"] == file["id"]
+    assert file["id"] in {f["id"] for f in hook.list_files(purpose="fine-tune")}
+    assert file["id"] not in {f["id"] for f in hook.list_files(purpose="batch")}
+    result = hook.download_file(file_id=file["id"], destination=tmp_path / "copy.jsonl")
+    assert (tmp_path / "copy.jsonl").read_bytes() == chat_file.read_bytes()
+    assert result == {"file_id": file["id"], "destination": str(tmp_path / "copy.jsonl"), "bytes": chat_file.stat().st_size}
+    json.dumps(result)  # XCom-ready
+    assert hook.delete_file(file_id=file["id"]) == {"object": "file", "deleted": True, "id": file["id"]}
+    with pytest.raises(AzureOpenAINotFoundError) as caught:
+        hook.get_file(file_id=file["id"])
+    assert caught.value.status == 404 and caught.value.code == "notFound" and caught.value.request_id
+
+
+def test_upload_file_with_a_filename_override(hook, chat_file):
+    assert hook.upload_file(source=chat_file, purpose="fine-tune", filename="renamed.jsonl")["filename"] == "renamed.jsonl"
+
+
+def test_sources_of_every_kind(hook, chat_file):
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    import fsspec
+
+    with fsspec.open("memory://datasets/train.jsonl", "wb") as out:
+        out.write(chat_file.read_bytes())
+    size = chat_file.stat().st_size
+    sources = [
+        str(chat_file),
+        f"file://{chat_file}",
+        "memory://datasets/train.jsonl",
+        ObjectStoragePath(f"file://{chat_file}"),
+        io.BytesIO(chat_file.read_bytes()),
+    ]
+    for source in sources:
+        assert hook.upload_file(source=source, purpose="fine-tune")["bytes"] == size, source
+    upload = hook.upload_multipart(source="memory://datasets/train.jsonl", purpose="fine-tune", part_size=1024 * 1024)
+    assert upload["file"]["bytes"] == size and upload["filename"] == "train.jsonl"
+
+
+def test_import_file(hook, emulator):
+    url = emulator.put_blob("import.jsonl", jsonl([CHAT_LINE] * 2))
+    file = hook.import_file(content_url=url, filename="import.jsonl", purpose="fine-tune")
+    assert file["status"] == "pending" and file["filename"] == "import.jsonl"
+    assert hook.wait_for_file(file_id=file["id"], **FAST)["bytes"] == len(jsonl([CHAT_LINE] * 2))
+
+
+def test_wait_for_file_raises_with_status_details_and_times_out(hook, emulator, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(jsonl([CHAT_LINE, {"nope": 1}]))
+    file = hook.upload_file(source=bad, purpose="fine-tune")
+    with pytest.raises(AzureOpenAIFileProcessingError) as caught:
+        hook.wait_for_file(file_id=file["id"], **FAST)
+    assert caught.value.status == "error" and "Line 2" in caught.value.status_details
+    assert "Line 2" in str(caught.value)
+
+    slow = hook.upload_file(source=bad, purpose="fine-tune")
+    emulator.store.force_statuses(slow["id"], ["running"])
+    with pytest.raises(AzureOpenAIWaitTimeoutError):
+        hook.wait_for_file(file_id=slow["id"], poll_interval=0.05, timeout=0.2)
+
+
+# ------------------------------------------------------------------------------ uploads
+def test_upload_steps_one_by_one(hook, emulator):
+    data = jsonl([CHAT_LINE] * 3)
+    upload = hook.create_upload(filename="steps.jsonl", purpose="fine-tune", total_bytes=len(data), mime_type="text/jsonl")
+    assert UploadStatus(upload["status"]) is UploadStatus.PENDING
+    first = hook.add_upload_part(upload_id=upload["id"], data=data[:10])
+    second = hook.add_upload_part(upload_id=upload["id"], data=data[10:])
+    assert first["upload_id"] == upload["id"] and first["object"] == "upload.part"
+    done = hook.complete_upload(upload_id=upload["id"], part_ids=[first["id"], second["id"]], md5=hashlib.md5(data).hexdigest())
+    assert UploadStatus(done["status"]) is UploadStatus.COMPLETED and done["file"]["bytes"] == len(data)
+    other = hook.create_upload(filename="x.jsonl", purpose="fine-tune", total_bytes=5, mime_type="text/jsonl")
+    assert hook.cancel_upload(upload_id=other["id"])["status"] == "cancelled"
+
+
+def test_upload_multipart_parallel_parts_and_md5(hook, emulator, tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(jsonl([CHAT_LINE] * 60000))  # about 8 MiB: several 1 MiB parts
+    emulator.faults.set_link(latency_seconds=0.05)  # so that parallel parts overlap visibly
+    upload = hook.upload_multipart(source=path, purpose="fine-tune", part_size=1024 * 1024, max_concurrency=4)
+    assert upload["status"] == "completed" and upload["bytes"] == path.stat().st_size
+    parts = emulator.faults.calls("uploads.parts")
+    assert len([p for p in parts if p.status == 200]) == -(-path.stat().st_size // (1024 * 1024))
+    assert emulator.faults.peak_in_flight["uploads.parts"] == 4
+    assert hook.wait_for_file(file_id=upload["file"]["id"], **FAST)["status"] == "processed"
+    assert hook.download_file(file_id=upload["file"]["id"], destination=tmp_path / "back.jsonl")["bytes"] == path.stat().st_size
+    assert (tmp_path / "back.jsonl").read_bytes() == path.read_bytes()
+    json.dumps(upload)
+
+
+def test_upload_multipart_cancels_when_a_part_keeps_failing(hook, emulator, tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(jsonl([CHAT_LINE] * 20000))
+    emulator.faults.inject("uploads.parts", status=400, count=1)
+    with pytest.raises(AzureOpenAIUploadError) as caught:
+        hook.upload_multipart(source=path, purpose="fine-tune", part_size=1024 * 1024, max_concurrency=2)
+    assert emulator.store.get_upload(caught.value.upload_id)["status"] == "cancelled"
+    assert caught.value.__cause__.status == 400
+
+
+def test_upload_multipart_stop_event_cancels(hook, emulator, tmp_path):
+    import threading
+
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(jsonl([CHAT_LINE] * 20000))
+    stop = threading.Event()
+    created = []
+
+    def on_created(upload_id):
+        created.append(upload_id)
+        stop.set()  # as on_kill would, right after the upload exists
+
+    with pytest.raises(AzureOpenAIUploadError):
+        hook.upload_multipart(source=path, purpose="fine-tune", part_size=1024 * 1024, stop=stop, on_upload_created=on_created)
+    assert emulator.store.get_upload(created[0])["status"] == "cancelled"
+
+
+def test_upload_multipart_logs_progress(hook, tmp_path, capsys):
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(jsonl([CHAT_LINE] * 20000))
+    hook.upload_multipart(source=path, purpose="fine-tune", part_size=1024 * 1024, progress_interval=0)
+    progress = [line for line in capsys.readouterr().out.splitlines() if "Uploaded " in line]
+    assert progress and "MB/s" in progress[-1] and "ETA" in progress[-1] and "(100.0%)" in progress[-1]
+
+
+# ------------------------------------------------------------------------------ bad input: nothing is sent
+def _sparse(tmp_path, name, size):
+    path = tmp_path / name
+    with path.open("wb") as out:
+        out.truncate(size)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda h, p: h.upload_file(source=p / "missing.jsonl", purpose="fine-tune"), "source"),
+        (lambda h, p: h.upload_file(source=p, purpose="fine-tune"), "source"),  # a directory
+        (lambda h, p: h.upload_file(source=_sparse(p, "empty.jsonl", 0), purpose="fine-tune"), "source"),
+        (lambda h, p: h.upload_file(source=_sparse(p, "huge.bin", MAX_FILE_BYTES + 1), purpose="assistants"), "source"),
+        (lambda h, p: h.upload_file(source=_sparse(p, "a.bin", 10), purpose="poetry"), "purpose"),
+        (lambda h, p: h.upload_file(source=_sparse(p, "zeros.jsonl", 10), purpose="fine-tune"), "source"),
+        (lambda h, p: h.upload_file(source=_sparse(p, "a.bin", 10), purpose="assistants", filename=" "), "filename"),
+        (lambda h, p: h.import_file(content_url="not a url", filename="a.jsonl", purpose="fine-tune"), "content_url"),
+        (lambda h, p: h.import_file(content_url="ftp://host/a.jsonl", filename="a.jsonl", purpose="fine-tune"), "content_url"),
+        (lambda h, p: h.import_file(content_url="https://h/a.jsonl", filename="", purpose="fine-tune"), "filename"),
+        (lambda h, p: h.import_file(content_url="https://h/a.jsonl", filename="a", purpose="vision"), "purpose"),
+        (lambda h, p: h.upload_multipart(source=_sparse(p, "a.bin", 10), purpose="assistants", part_size=1000), "part_size"),
+        (lambda h, p: h.upload_multipart(source=_sparse(p, "a.bin", 10), purpose="assistants", part_size=2 ** 40), "part_size"),
+        (lambda h, p: h.upload_multipart(source=_sparse(p, "a.bin", 10), purpose="assistants", max_concurrency=0), "max_concurrency"),
+        (lambda h, p: h.upload_multipart(source=_sparse(p, "a.bin", 9 * 2 ** 30 + 1), purpose="assistants"), "source"),
+        (lambda h, p: h.create_upload(filename="a", purpose="fine-tune", total_bytes=0, mime_type="t"), "total_bytes"),
+        (lambda h, p: h.complete_upload(upload_id="u", part_ids=[]), "part_ids"),
+        (lambda h, p: h.get_file(file_id="../etc"), "file_id"),
+        (lambda h, p: h.add_upload_part(upload_id="u", data=b""), "data"),
+    ],
+)
+def test_bad_arguments_fail_before_any_request(hook, emulator, tmp_path, call, argument):
+    hook.client  # noqa: B018 - build the client first; what follows must not send anything
+    before = request_count(emulator)
+    with pytest.raises(AzureOpenAIInvalidArgumentError) as caught:
+        call(hook, tmp_path)
+    assert caught.value.argument.startswith(argument)
+    assert str(caught.value).startswith(argument)
+    assert request_count(emulator) == before
+
+
+def test_non_seekable_stream_is_refused(hook):
+    class Pipe(io.RawIOBase):
+        def readable(self):
+            return True
+
+    with pytest.raises(AzureOpenAIInvalidArgumentError, match="seekable"):
+        hook.upload_file(source=Pipe(), purpose="assistants")
+
+
+# ------------------------------------------------------------------------------ surfaces
+def test_v1_surface(emulator, monkeypatch, chat_file):
+    set_connection(monkeypatch, "aoai_v1", host=emulator.url, password=API_KEY, extra={"api_version": "v1"})
+    hook = AzureOpenAIHook(aoai_conn_id="aoai_v1")
+    assert hook.surface.value == "v1"
+    upload = hook.upload_multipart(source=chat_file, purpose="fine-tune")
+    assert hook.wait_for_file(file_id=upload["file"]["id"], **FAST)["status"] == "processed"
+    assert emulator.faults.requests[-1].path.startswith("/openai/v1/files/")
+    with pytest.raises(AzureOpenAIUnsupportedOperationError):
+        hook.import_file(content_url="https://h/a.jsonl", filename="a.jsonl", purpose="fine-tune")
+
+
+def test_endpoint_with_openai_v1_suffix_selects_v1(emulator, monkeypatch):
+    set_connection(monkeypatch, "aoai_v1b", host=f"{emulator.url}/openai/v1/", password=API_KEY)
+    assert AzureOpenAIHook(aoai_conn_id="aoai_v1b").test_connection()[0]
+
+
+def test_test_connection_reports_failure_without_the_key(emulator, monkeypatch):
+    set_connection(monkeypatch, "aoai_bad", host=emulator.url, password="wrong-key-that-is-long")
+    ok, message = AzureOpenAIHook(aoai_conn_id="aoai_bad").test_connection()
+    assert not ok and "401" in message and "wrong-key-that-is-long" not in message
+    with pytest.raises(AzureOpenAIAuthenticationError):
+        AzureOpenAIHook(aoai_conn_id="aoai_bad").list_files()
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"host": "https://x.openai.azure.com"}, "password"),
+        ({"host": "https://x.openai.azure.com", "extra": {"auth_type": "magic"}}, "magic"),
+        ({"host": "https://x.openai.azure.com", "extra": {"auth_type": "client_secret", "client_id": "c", "client_secret": "s"}}, "tenant_id"),
+        ({"host": "https://x.openai.azure.com", "extra": {"auth_type": "client_secret", "tenant_id": "t", "client_secret": "s"}}, "client_id"),
+        ({"host": "https://x.openai.azure.com", "extra": {"auth_type": "client_secret", "tenant_id": "t", "client_id": "c"}}, "client_secret"),
+        ({"host": "", "password": "k"}, "host"),
+        ({"host": "http://x.openai.azure.com", "password": "k"}, "plain http"),
+        ({"host": "https://x.services.ai.azure.com/api/projects/p", "password": "k"}, "Entra ID"),
+        ({"host": "https://x.openai.azure.com", "password": "k", "extra": {"timeout": "soon"}}, "timeout"),
+    ],
+)
+def test_incomplete_connections_name_the_connection_and_field(monkeypatch, fields, expected):
+    set_connection(monkeypatch, "aoai_broken", **fields)
+    with pytest.raises(AzureOpenAIConfigError) as caught:
+        AzureOpenAIHook(aoai_conn_id="aoai_broken").client  # noqa: B018
+    assert "'aoai_broken'" in str(caught.value) and expected in str(caught.value)
+
+
+def test_workload_identity_without_its_environment_is_a_config_error(monkeypatch):
+    for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    set_connection(monkeypatch, "aoai_wi", host="https://x.openai.azure.com", extra={"auth_type": "workload_identity"})
+    with pytest.raises(AzureOpenAIConfigError, match="'aoai_wi'.*workload_identity"):
+        AzureOpenAIHook(aoai_conn_id="aoai_wi").client  # noqa: B018
+
+
+def test_connection_from_a_secrets_backend(emulator, tmp_path):
+    """A connection served by a secrets backend (the local filesystem one), in a fresh interpreter."""
+    connections = tmp_path / "connections.json"
+    connections.write_text(json.dumps({"aoai_from_backend": {"conn_type": "aoai", "host": emulator.url, "password": API_KEY}}))
+    env = {
+        **os.environ,
+        "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
+        "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"connections_file_path": str(connections)}),
+    }
+    code = "from airflow_provider_aoai.hooks import AzureOpenAIHook; print(AzureOpenAIHook(aoai_conn_id='aoai_from_backend').test_connection())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "(True, 'Connected to" in result.stdout, result.stderr[-2000:]
+
+
+def test_provider_info_declares_the_connection_form():
+    from airflow_provider_aoai import get_provider_info
+
+    info = get_provider_info()
+    conn = info["connection-types"][0]
+    assert conn["connection-type"] == "aoai" and conn["hook-class-name"].endswith("AzureOpenAIHook")
+    assert conn["conn-fields"]["client_secret"]["schema"]["format"] == "password"
+    assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key"
+    assert AzureOpenAIHook.get_ui_field_behaviour()["hidden_fields"] == conn["ui-field-behaviour"]["hidden-fields"]
+    from importlib.metadata import entry_points
+
+    assert any(ep.value == "airflow_provider_aoai:get_provider_info" for ep in entry_points(group="apache_airflow_provider"))
