@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class AzureOpenAIError(AirflowException):
@@ -20,8 +20,8 @@ class AzureOpenAIConfigError(AzureOpenAIError):
     """The Airflow connection is unusable: unknown auth type, missing field, bad endpoint."""
 
 
-class AzureOpenAIInvalidArgumentError(AzureOpenAIError, ValueError):
-    """An argument is invalid; raised before any request is sent.
+class AzureOpenAIInvalidArgumentError(AzureOpenAIError, AirflowFailException, ValueError):
+    """An argument is invalid; raised before any request is sent. The task fails without retrying.
 
     :param argument: name of the offending argument, as the caller wrote it.
     """
@@ -31,8 +31,11 @@ class AzureOpenAIInvalidArgumentError(AzureOpenAIError, ValueError):
         super().__init__(f"{argument}: {message}")
 
 
-class AzureOpenAIUnsupportedOperationError(AzureOpenAIError):
-    """The connection's surface does not offer the operation (e.g. uploads on a Foundry project)."""
+class AzureOpenAIUnsupportedOperationError(AzureOpenAIError, AirflowFailException):
+    """The connection's surface does not offer the operation (e.g. uploads on a Foundry project).
+
+    Raised before any request; the task fails without retrying.
+    """
 
 
 class AzureOpenAIConnectionError(AzureOpenAIError):
@@ -138,8 +141,8 @@ def api_error_class(status: int) -> type[AzureOpenAIAPIError]:
     return AzureOpenAIAPIError
 
 
-class AzureOpenAIFileProcessingError(AzureOpenAIError):
-    """A file reached a failed terminal status (``error`` or ``deleted``).
+class AzureOpenAIFileProcessingError(AzureOpenAIError, AirflowFailException):
+    """A file reached a failed terminal status (``error`` or ``deleted``); retrying the task cannot help.
 
     :param file: the File dict as last seen; ``status_details`` says why the service rejected it.
     """

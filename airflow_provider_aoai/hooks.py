@@ -412,7 +412,7 @@ class AzureOpenAIHook(BaseHook):
             )
             completed = self.complete_upload(upload_id=upload_id, part_ids=part_ids, md5=md5)
         except BaseException as exc:
-            self._cancel_quietly(upload_id)
+            self.cancel_upload_quietly(upload_id)
             if isinstance(exc, AzureOpenAIError) and not isinstance(exc, AzureOpenAIUploadError):
                 raise AzureOpenAIUploadError(
                     f"Upload {upload_id} of {opened.description} failed and was cancelled: {exc}", upload_id=upload_id
@@ -421,7 +421,8 @@ class AzureOpenAIHook(BaseHook):
         self.log.info("%s; upload %s completed as file %s", progress.describe(), upload_id, completed["file"]["id"])
         return completed
 
-    def _cancel_quietly(self, upload_id: str) -> None:
+    def cancel_upload_quietly(self, upload_id: str) -> None:
+        """Cancel an upload, logging instead of raising when that fails (cleanup paths)."""
         try:
             self.cancel_upload(upload_id=upload_id)
             self.log.warning("Upload %s cancelled", upload_id)

@@ -81,3 +81,12 @@ def chat_file(tmp_path) -> Path:
     path = tmp_path / "train.jsonl"
     path.write_bytes(jsonl([CHAT_LINE] * 50))
     return path
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A fresh sqlite metadata database in the session's throwaway AIRFLOW_HOME (for dag.test())."""
+    from airflow.utils.db import initdb
+
+    initdb()
+    return _AIRFLOW_HOME

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from airflow_provider_aoai.emulator.validation import validate_jsonl
+from airflow_provider_aoai.jsonl import validate_jsonl
 from airflow_provider_aoai.models import (
     MAX_FILE_BYTES,
     MAX_PART_BYTES,

@@ -1,7 +1,8 @@
 """Per-purpose JSON Lines validation, as the service runs it after a file is stored.
 
-Returns ``None`` for a valid file or a ``status_details`` text that names the first bad line.
-Reads line by line, so multi-GB files validate in constant memory.
+The emulator uses it to decide ``processed`` or ``error``; DAGs can call :func:`validate_jsonl` to check a
+dataset before uploading it. Returns ``None`` for a valid file or a text that names the first bad line.
+Reads line by line, so multi-GB files validate in constant memory. No Airflow imports.
 """
 
 from __future__ import annotations

@@ -1,0 +1,92 @@
+"""AzureOpenAIFileStatusSensor: waits until a file is ``processed`` (poke, reschedule or deferrable)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
+
+from airflow_provider_aoai.exceptions import AzureOpenAIFileProcessingError
+from airflow_provider_aoai.models import File, FileStatus
+
+if TYPE_CHECKING:
+    from airflow_provider_aoai.hooks import AzureOpenAIHook
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable``, read when a task is built (not when this module is imported)."""
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+class AzureOpenAIFileStatusSensor(BaseSensorOperator):
+    """Wait for a file to be ``processed`` and return the File (to XCom).
+
+    Fails, without retrying, when the file ends in ``error`` (the message carries the service's
+    ``status_details``) or ``deleted``. Works in ``poke`` and ``reschedule`` modes and, with
+    ``deferrable=True``, frees the worker slot and waits in the triggerer.
+
+    :param file_id: the file to watch (templated).
+    :param aoai_conn_id: the ``aoai`` connection (templated).
+    :param deferrable: wait in the triggerer; defaults to ``[operators] default_deferrable``.
+    """
+
+    template_fields: Sequence[str] = ("file_id", "aoai_conn_id")
+    ui_color = "#e6f1ff"
+
+    def __init__(
+        self,
+        *,
+        file_id: str,
+        aoai_conn_id: str = "aoai_default",
+        deferrable: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.file_id = file_id
+        self.aoai_conn_id = aoai_conn_id
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+
+    @cached_property
+    def hook(self) -> AzureOpenAIHook:
+        from airflow_provider_aoai.hooks import AzureOpenAIHook
+
+        return AzureOpenAIHook(aoai_conn_id=self.aoai_conn_id)
+
+    def poke(self, context: Any) -> PokeReturnValue | bool:
+        file = self.hook.get_file(file_id=self.file_id)
+        status = FileStatus.of(file)
+        if status.is_failure:
+            raise AzureOpenAIFileProcessingError(file)
+        if status.is_terminal:
+            return PokeReturnValue(is_done=True, xcom_value=file)
+        self.log.info("File %s is %s", self.file_id, status.value)
+        return False
+
+    def execute(self, context: Any) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        done = self.poke(context)  # no need to defer a file that is already processed
+        if isinstance(done, PokeReturnValue):
+            return done.xcom_value
+        from airflow_provider_aoai.triggers import AzureOpenAIFileStatusTrigger
+
+        self.defer(
+            trigger=AzureOpenAIFileStatusTrigger(
+                file_id=self.file_id,
+                aoai_conn_id=self.aoai_conn_id,
+                poll_interval=float(self.poke_interval),
+                end_time=time.time() + float(self.timeout),
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> File:
+        """Resume after the trigger fired: return the processed File or raise what the event reports."""
+        from airflow_provider_aoai.triggers import file_from_event
+
+        file = file_from_event(event)
+        self.log.info("File %s is %s", file.get("id"), file.get("status"))
+        return file

@@ -1,0 +1,98 @@
+"""AzureOpenAIFileStatusTrigger: waits in the triggerer until a file is terminal, then yields one event.
+
+The blocking hook call runs in a worker thread (``asyncio.to_thread``), so the triggerer's event loop is
+never blocked and HTTP stays in the client module. Every event says why it fired in a machine-readable
+``status``; :func:`file_from_event` turns it back into the File or the matching exception, so sensors and
+operators resume the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_aoai.exceptions import (
+    AzureOpenAIError,
+    AzureOpenAIFileProcessingError,
+    AzureOpenAIWaitTimeoutError,
+)
+from airflow_provider_aoai.models import File, FileStatus
+
+EVENT_SUCCESS = "success"
+EVENT_FAILED = "failed"  # the file ended in error or deleted
+EVENT_TIMEOUT = "timeout"  # the deadline passed first
+EVENT_ERROR = "error"  # the service could not be asked (auth, 404, retries exhausted)
+
+
+class AzureOpenAIFileStatusTrigger(BaseTrigger):
+    """Poll a file's status until it is terminal or ``end_time`` passes.
+
+    :param file_id: the file to watch.
+    :param aoai_conn_id: the ``aoai`` connection.
+    :param poll_interval: seconds between checks.
+    :param end_time: give up at this UNIX time (absolute, so a triggerer restart does not extend it).
+    """
+
+    def __init__(self, *, file_id: str, aoai_conn_id: str, poll_interval: float, end_time: float) -> None:
+        super().__init__()
+        self.file_id = file_id
+        self.aoai_conn_id = aoai_conn_id
+        self.poll_interval = poll_interval
+        self.end_time = end_time
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "file_id": self.file_id,
+                "aoai_conn_id": self.aoai_conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_aoai.hooks import AzureOpenAIHook
+
+        hook = AzureOpenAIHook(aoai_conn_id=self.aoai_conn_id)
+        base = {"file_id": self.file_id}
+        while True:
+            try:
+                file = await asyncio.to_thread(hook.get_file, file_id=self.file_id)
+            except AzureOpenAIError as exc:
+                yield TriggerEvent({**base, "status": EVENT_ERROR, "message": str(exc)})
+                return
+            status = FileStatus.of(file)
+            if status.is_terminal:
+                event = EVENT_FAILED if status.is_failure else EVENT_SUCCESS
+                yield TriggerEvent({**base, "status": event, "file": file})
+                return
+            if time.time() + self.poll_interval > self.end_time:
+                message = f"File {self.file_id} is still {status.value!r} at the deadline"
+                yield TriggerEvent({**base, "status": EVENT_TIMEOUT, "message": message, "file": file})
+                return
+            self.log.info("File %s is %s; checking again in %ss", self.file_id, status.value, self.poll_interval)
+            await asyncio.sleep(self.poll_interval)
+
+
+def file_from_event(event: Any) -> File:
+    """Validate a trigger event and return its processed File, or raise what the event stands for.
+
+    :raises AzureOpenAIFileProcessingError: the file ended in ``error`` or ``deleted``.
+    :raises AzureOpenAIWaitTimeoutError: the deadline passed.
+    :raises AzureOpenAIError: the service could not be asked, or the event is malformed.
+    """
+    if not isinstance(event, dict) or "status" not in event:
+        raise AzureOpenAIError(f"Malformed trigger event: {event!r}")
+    status = event["status"]
+    if status == EVENT_SUCCESS and isinstance(event.get("file"), dict):
+        return event["file"]
+    if status == EVENT_FAILED and isinstance(event.get("file"), dict):
+        raise AzureOpenAIFileProcessingError(event["file"])
+    errors = {EVENT_TIMEOUT: AzureOpenAIWaitTimeoutError, EVENT_ERROR: AzureOpenAIError}
+    if status in errors:
+        raise errors[status](event.get("message") or f"File {event.get('file_id')}: {status}")
+    raise AzureOpenAIError(f"Unknown trigger event: {event!r}")

@@ -1,0 +1,90 @@
+"""Fine-tune dataset pipeline: write a chat JSONL, validate it, multipart-upload it, wait (deferred).
+
+Connection ``aoai_default`` points at an Azure OpenAI resource (or the bundled emulator). Parameters:
+``workdir`` (where the dataset is written) and ``report_path`` (optional JSON report of the result).
+``AOAI_EXAMPLE_POLL_SECONDS`` sets how often the status is checked (default 30 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pendulum
+from airflow.providers.common.compat.sdk import DAG, task
+
+from airflow_provider_aoai.operators import AzureOpenAIMultipartUploadOperator
+from airflow_provider_aoai.sensors import AzureOpenAIFileStatusSensor
+
+POLL_SECONDS = float(os.environ.get("AOAI_EXAMPLE_POLL_SECONDS", "30"))
+
+EXAMPLES = [
+    ("What is the capital of France?", "Paris."),
+    ("How many legs does a spider have?", "Eight."),
+    ("What colour is the sky on a clear day?", "Blue."),
+]
+
+with DAG(
+    dag_id="example_aoai_fine_tune",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    params={"workdir": "/tmp/aoai-example-fine-tune", "report_path": ""},
+    tags=["example", "azure-openai"],
+) as dag:
+
+    @task
+    def write_dataset(params=None) -> str:
+        """Write the training set in chat format and check every line the way the service will."""
+        from airflow_provider_aoai.jsonl import validate_jsonl
+
+        path = Path(params["workdir"]) / "training.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as out:
+            for question, answer in EXAMPLES * 20:
+                record = {"messages": [
+                    {"role": "system", "content": "You answer in one short sentence."},
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": answer},
+                ]}
+                out.write(json.dumps(record) + "\n")
+        problem = validate_jsonl(path, "fine-tune")
+        if problem:
+            raise ValueError(f"{path}: {problem}")
+        return str(path)
+
+    dataset = write_dataset()
+
+    # [START howto_operator_aoai_multipart_upload]
+    upload = AzureOpenAIMultipartUploadOperator(
+        task_id="upload_dataset",
+        source=dataset,
+        purpose="fine-tune",
+        filename="training.jsonl",
+        part_size=8 * 1024 * 1024,
+        max_concurrency=4,
+    )
+    # [END howto_operator_aoai_multipart_upload]
+
+    # [START howto_sensor_aoai_file_status_deferrable]
+    wait = AzureOpenAIFileStatusSensor(
+        task_id="wait_until_processed",
+        file_id="{{ ti.xcom_pull(task_ids='upload_dataset')['file']['id'] }}",
+        deferrable=True,
+        poke_interval=POLL_SECONDS,
+        timeout=60 * 60,
+    )
+    # [END howto_sensor_aoai_file_status_deferrable]
+
+    @task
+    def report(file: dict, params=None) -> dict:
+        """Report the uploaded file's id and final status (and write them to params.report_path)."""
+        summary = {"file_id": file["id"], "status": file["status"], "bytes": file["bytes"]}
+        print(f"Fine-tune file {summary['file_id']} is {summary['status']} ({summary['bytes']} bytes)")
+        if params.get("report_path"):
+            Path(params["report_path"]).write_text(json.dumps(summary))
+        return summary
+
+    upload >> wait
+    report(wait.output)
