@@ -253,9 +253,15 @@ class AzureOpenAIHook(BaseHook):
         return self.client.request_json("GET", f"files/{self._check_id(file_id, 'file_id')}")
 
     def list_files(self, *, purpose: str | None = None) -> list[File]:
-        """All files, optionally only those with ``purpose``."""
-        params = {"purpose": purpose} if purpose else None
-        return self.client.request_json("GET", "files", params=params).get("data", [])
+        """All files, optionally only those with ``purpose`` (following ``has_more`` pages where offered)."""
+        params: dict[str, Any] = {"purpose": purpose} if purpose else {}
+        files: list[File] = []
+        while True:
+            page = self.client.request_json("GET", "files", params=params)
+            files.extend(page.get("data", []))
+            if not page.get("has_more") or not files:
+                return files
+            params["after"] = files[-1]["id"]
 
     def delete_file(self, *, file_id: str) -> dict[str, Any]:
         """Delete a file; returns ``{"object": "file", "deleted": true, "id": ...}``."""

@@ -294,3 +294,20 @@ def test_provider_info_declares_the_connection_form():
     from importlib.metadata import entry_points
 
     assert any(ep.value == "airflow_provider_aoai:get_provider_info" for ep in entry_points(group="apache_airflow_provider"))
+
+
+def test_list_files_follows_pages(emulator, monkeypatch, chat_file):
+    set_connection(monkeypatch, "aoai_pages", host=emulator.url, password=API_KEY, extra={"api_version": "v1"})
+    hook = AzureOpenAIHook(aoai_conn_id="aoai_pages")
+    for _ in range(3):
+        hook.upload_file(source=chat_file, purpose="fine-tune")
+    everything = hook.list_files()
+    # ask for pages of one: the hook must walk them all
+    original = hook.client.request_json
+
+    def one_per_page(method, path, **kwargs):
+        kwargs["params"] = {**(kwargs.get("params") or {}), "limit": 1}
+        return original(method, path, **kwargs)
+
+    monkeypatch.setattr(hook.client, "request_json", one_per_page)
+    assert [f["id"] for f in hook.list_files()] == [f["id"] for f in everything]

@@ -453,14 +453,28 @@ class EmulatorApp:
         return JSONResponse(file, status_code=201, headers=self._location(request, surface, "file", file["id"]))
 
     async def list_files(self, request: Request, surface: Surface) -> Response:
+        # The specs list no paging parameters; the service (and the OpenAI SDK's auto-paging) uses the
+        # OpenAI cursor parameters ``after`` and ``limit``, so those are honoured too.
         purpose = request.query_params.get("purpose") or None
         files = [self._file_body(surface, f) for f in self.store.list_files(purpose)]
+        after = request.query_params.get("after")
+        if after:
+            ids = [f["id"] for f in files]
+            files = files[ids.index(after) + 1 :] if after in ids else []
+        try:
+            limit = int(request.query_params.get("limit", "10000"))
+        except ValueError:
+            raise _bad("limit must be an integer.", "limit") from None
+        if not 1 <= limit <= 10000:
+            raise _bad("limit must be between 1 and 10000.", "limit")
+        has_more = len(files) > limit
+        files = files[:limit]
         body: dict[str, Any] = {"object": "list", "data": files}
         if surface is Surface.V1:
             body.update(
                 first_id=files[0]["id"] if files else None,
                 last_id=files[-1]["id"] if files else None,
-                has_more=False,
+                has_more=has_more,
             )
         return JSONResponse(body)
 
