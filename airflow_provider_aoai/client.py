@@ -320,12 +320,16 @@ class AzureOpenAIClient:
                     stream=stream,
                 )
             except requests.RequestException as exc:
-                retryable = retry is Retry.SAFE or _never_sent(exc)
+                # A certificate that fails verification will fail again: never retried.
+                retryable = not isinstance(exc, requests.exceptions.SSLError) and (
+                    retry is Retry.SAFE or _never_sent(exc)
+                )
                 reason = f"{type(exc).__name__}"
                 if not retryable or attempt >= self.max_retries:
                     raise AzureOpenAIConnectionError(
                         f"{method} {path} failed: {reason} (after {attempt + 1} attempt(s))"
-                        + ("" if retryable else "; not retried because the service may have acted on it")
+                        + ("" if retryable or isinstance(exc, requests.exceptions.SSLError)
+                           else "; not retried because the service may have acted on it")
                     ) from None
             else:
                 if response.status_code < 400:

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_aoai.exceptions import AzureOpenAIConfigError
+from airflow_provider_aoai.exceptions import AzureOpenAIConfigError, AzureOpenAICredentialError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -61,7 +61,14 @@ class TokenAuth:
     def _current(self) -> str:
         with self._lock:
             if self._token is None or self._expires_on - time.time() < TOKEN_REFRESH_MARGIN_SECONDS:
-                access_token = self.credential.get_token(self.scope)
+                from azure.core.exceptions import ClientAuthenticationError
+
+                try:
+                    access_token = self.credential.get_token(self.scope)
+                except ClientAuthenticationError as exc:
+                    raise AzureOpenAICredentialError(
+                        f"{type(self.credential).__name__} could not get a token for {self.scope}: {exc.message}"
+                    ) from None
                 mask(access_token.token)
                 self._token = access_token.token
                 self._expires_on = float(access_token.expires_on)
@@ -127,6 +134,12 @@ def build_auth(
     if auth_type == "client_secret":
         secret = _field(extras, "client_secret") or password
         mask(secret)
+        from urllib.parse import urlsplit
+
+        from airflow_provider_aoai.client import is_loopback
+
+        if authority_host and is_loopback(urlsplit(authority_host).hostname or ""):
+            options["disable_instance_discovery"] = True  # a local authority (the emulator) is not in Azure's list
         credential: Any = identity.ClientSecretCredential(
             tenant_id=required("tenant_id", _field(extras, "tenant_id")),
             client_id=required("client_id", client_id),

@@ -20,6 +20,10 @@ class AzureOpenAIConfigError(AzureOpenAIError):
     """The Airflow connection is unusable: unknown auth type, missing field, bad endpoint."""
 
 
+class AzureOpenAICredentialError(AzureOpenAIError):
+    """azure-identity could not obtain an Entra ID token (wrong secret, no managed identity, ...)."""
+
+
 class AzureOpenAIInvalidArgumentError(AzureOpenAIError, AirflowFailException, ValueError):
     """An argument is invalid; raised before any request is sent. The task fails without retrying.
 

@@ -92,7 +92,11 @@ class Emulator:
         status.
     :param upload_expiry_seconds: lifetime of an Upload (the service's is two hours).
     :param max_file_bytes: / max_upload_bytes / max_part_bytes: size limits (the service's by default).
-    :param token_lifetime_seconds: lifetime of managed-identity tokens the emulator issues.
+    :param token_lifetime_seconds: lifetime of the Entra ID tokens the emulator issues.
+    :param tls: serve https with a self-signed certificate (``ca_cert_path``), as azure-identity's
+        client-secret and workload-identity flows need an https authority. The emulator then also acts as
+        the Entra ID authority ``url`` (client secret ``identity.client_secret``, federated token
+        ``identity.federated_token``).
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class Emulator:
         max_upload_bytes: int | None = None,
         max_part_bytes: int | None = None,
         token_lifetime_seconds: int = 3600,
+        tls: bool = False,
         log_level: str = "warning",
     ) -> None:
         from airflow_provider_aoai.emulator.store import Limits
@@ -128,6 +133,9 @@ class Emulator:
             processing_seconds=processing_seconds, **{k: v for k, v in overrides.items() if v is not None}
         )
         self.token_lifetime_seconds = token_lifetime_seconds
+        self.tls = tls
+        self.ca_cert_path: Path | None = None
+        self._key_path: Path | None = None
         self.faults = FaultPlan()
         self.store: Store | None = None
         self.identity: Any = None
@@ -148,6 +156,10 @@ class Emulator:
         blob_dir.mkdir(exist_ok=True)
         self.store = Store(self.data_dir, self.limits, download=_download)
         self.identity = Identity(token_lifetime_seconds=self.token_lifetime_seconds)
+        if self.tls:
+            from airflow_provider_aoai.emulator.tls import make_self_signed
+
+            self.ca_cert_path, self._key_path = make_self_signed(self.data_dir / "tls", self.host)
         return EmulatorApp(
             self.store, api_key=self.api_key, identity=self.identity, faults=self.faults, blob_dir=blob_dir
         )
@@ -172,7 +184,10 @@ class Emulator:
             log_level=self.log_level,
             access_log=False,
             timeout_keep_alive=30,
+            timeout_graceful_shutdown=2,
             proxy_headers=False,
+            ssl_certfile=str(self.ca_cert_path) if self.tls else None,
+            ssl_keyfile=str(self._key_path) if self.tls else None,
         )
         self._server = _QuietExitServer(config)
         return self._server
@@ -217,7 +232,7 @@ class Emulator:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def project_url(self, project: str = "demo") -> str:
         """A Foundry project endpoint served by this emulator."""

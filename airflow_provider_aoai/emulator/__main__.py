@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-file-bytes", type=int, default=None, help="POST /files limit (512 MiB)")
     parser.add_argument("--max-upload-bytes", type=int, default=None, help="Upload limit (9 GiB)")
     parser.add_argument("--max-part-bytes", type=int, default=None, help="part limit (512 MiB)")
+    parser.add_argument("--tls", action="store_true", help="serve https with a self-signed certificate")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level (default: warning)")
     return parser.parse_args(argv)
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         max_file_bytes=args.max_file_bytes,
         max_upload_bytes=args.max_upload_bytes,
         max_part_bytes=args.max_part_bytes,
+        tls=args.tls,
         log_level=args.log_level,
     )
     app = emulator.build_app()
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if emulator.tls:
+        print(f"TLS certificate (trust it with REQUESTS_CA_BUNDLE): {emulator.ca_cert_path}", file=sys.stderr, flush=True)
     try:
         # uvicorn handles SIGINT/SIGTERM in the main thread: it stops serving and returns.
         emulator.server(app).run(sockets=[sock])

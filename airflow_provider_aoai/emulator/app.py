@@ -66,6 +66,9 @@ class Identity:
     client_id: str = "00000000-0000-0000-0000-00000000e1a1"
     tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> (audience, expires_on)
     issued: int = 0
+    # Entra ID (TLS mode): any tenant and client id; the secret or federated assertion must match these.
+    client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    federated_token: str = field(default_factory=lambda: secrets.token_urlsafe(48))
 
     def issue(self, resource: str) -> dict[str, Any]:
         token = "emu." + secrets.token_urlsafe(32)
@@ -316,6 +319,8 @@ class EmulatorApp:
 
         routes += [
             Route("/_emulator/identity/token", self.identity_token, methods=["GET"]),
+            Route("/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration, methods=["GET"]),
+            Route("/{tenant}/oauth2/v2.0/token", self.entra_token, methods=["POST"]),
             Route("/_emulator/faults", self.control_faults, methods=["GET", "POST", "DELETE"]),
             Route("/_emulator/link", self.control_link, methods=["POST"]),
             Route("/_emulator/files/{file_id}/statuses", self.control_statuses, methods=["POST"]),
@@ -539,6 +544,43 @@ class EmulatorApp:
         if resource not in (Surface.DATA_PLANE.token_audience, Surface.FOUNDRY.token_audience):
             return JSONResponse({"statusCode": 400, "message": f"Unknown resource '{resource}'."}, status_code=400)
         return JSONResponse(self.identity.issue(resource))
+
+    async def openid_configuration(self, request: Request) -> Response:
+        """OIDC discovery for the emulated Entra ID authority ``{emulator url}/{tenant}`` (TLS mode)."""
+        base = f"{str(request.base_url).rstrip('/')}/{request.path_params['tenant']}"
+        return JSONResponse(
+            {
+                "issuer": f"{base}/v2.0",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+            }
+        )
+
+    async def entra_token(self, request: Request) -> Response:
+        """The client-credentials grant with a client secret or a federated (workload identity) assertion."""
+        form = await request.form()
+        if form.get("grant_type") != "client_credentials":
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        secret, assertion = str(form.get("client_secret") or ""), str(form.get("client_assertion") or "")
+        if secret:
+            valid = hmac.compare_digest(secret.encode(), self.identity.client_secret.encode())
+        else:
+            valid = bool(assertion) and hmac.compare_digest(assertion.encode(), self.identity.federated_token.encode())
+        if not valid or not form.get("client_id"):
+            return JSONResponse(
+                {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret or assertion."},
+                status_code=401,
+            )
+        resource = str(form.get("scope") or "").removesuffix("/.default")
+        if resource not in (Surface.DATA_PLANE.token_audience, Surface.FOUNDRY.token_audience):
+            return JSONResponse({"error": "invalid_scope", "error_description": f"Unknown scope {resource!r}."}, status_code=400)
+        issued = self.identity.issue(resource)
+        lifetime = int(issued["expires_on"]) - int(time.time())
+        return JSONResponse(
+            {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": issued["access_token"]}
+        )
 
     async def control_faults(self, request: Request) -> Response:
         if request.method == "DELETE":
