@@ -65,6 +65,24 @@ def redact_url(url: str) -> str:
     return parts._replace(query="***" if parts.query else "").geturl()
 
 
+def _endpoint_of(conn: Any) -> str:
+    """The endpoint URL of a connection: its host, given a scheme (and port) when written without one.
+
+    URI-style connections (``aoai://:key@myres.openai.azure.com``) carry a bare host: https is assumed,
+    except for loopback hosts, where the emulator listens on plain http.
+    """
+    from airflow_provider_aoai.client import is_loopback
+
+    host = (conn.host or "").strip()
+    if not host or "://" in host:
+        return host
+    name, _, path = host.partition("/")
+    if conn.port and ":" not in name:
+        name = f"{name}:{conn.port}"
+    scheme = "http" if is_loopback(name.rsplit(":", 1)[0].strip("[]")) else "https"
+    return f"{scheme}://{name}" + (f"/{path}" if path else "")
+
+
 class AzureOpenAIHook(BaseHook):
     """Talk to the Files service of an Azure OpenAI resource or an Azure AI Foundry project.
 
@@ -102,18 +120,9 @@ class AzureOpenAIHook(BaseHook):
 
         conn = self.get_connection(self.aoai_conn_id)
         extras = conn.extra_dejson or {}
-        host = (conn.host or "").strip()
+        host = _endpoint_of(conn)
         if not host:
             raise AzureOpenAIConfigError(f"Connection {self.aoai_conn_id!r}: the host (endpoint) is empty.")
-        if "://" not in host:
-            hostname = host.split("/", 1)[0].split(":", 1)[0]
-            from airflow_provider_aoai.client import is_loopback
-
-            host = ("http://" if is_loopback(hostname) else "https://") + host
-            if conn.port and host.count(":") < 2:
-                scheme, rest = host.split("://", 1)
-                name, _, path = rest.partition("/")
-                host = f"{scheme}://{name}:{conn.port}" + (f"/{path}" if path else "")
         api_version = _field(extras, "api_version")
         try:
             _, surface = normalize_endpoint(host, api_version)
@@ -134,14 +143,17 @@ class AzureOpenAIHook(BaseHook):
             raise AzureOpenAIConfigError(
                 f"Connection {self.aoai_conn_id!r}: timeout, max_retries and retry_backoff must be numbers ({exc})"
             ) from None
-        client = AzureOpenAIClient(
-            endpoint=host,
-            auth=auth,
-            api_version=api_version,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff_seconds=backoff,
-        )
+        try:
+            client = AzureOpenAIClient(
+                endpoint=host,
+                auth=auth,
+                api_version=api_version,
+                timeout=timeout,
+                max_retries=max_retries,
+                backoff_seconds=backoff,
+            )
+        except AzureOpenAIConfigError as exc:
+            raise AzureOpenAIConfigError(f"Connection {self.aoai_conn_id!r}: {exc}") from None
         self.log.debug("Connection %s -> %s (%s)", self.aoai_conn_id, client.base_url, client.surface.value)
         return client
 

@@ -311,3 +311,19 @@ def test_list_files_follows_pages(emulator, monkeypatch, chat_file):
 
     monkeypatch.setattr(hook.client, "request_json", one_per_page)
     assert [f["id"] for f in hook.list_files()] == [f["id"] for f in everything]
+
+
+def test_uri_style_connection_with_a_bare_host(emulator, monkeypatch):
+    from urllib.parse import quote
+
+    port = emulator.url.rsplit(":", 1)[1]
+    monkeypatch.setenv("AIRFLOW_CONN_AOAI_URI", f"aoai://:{quote(API_KEY)}@127.0.0.1:{port}/?max_retries=1")
+    hook = AzureOpenAIHook(aoai_conn_id="aoai_uri")
+    assert hook.client.base_url == emulator.url and hook.client.max_retries == 1
+    assert hook.test_connection()[0]
+
+
+def test_negative_retries_name_the_connection(monkeypatch):
+    set_connection(monkeypatch, "aoai_neg", host="https://x.openai.azure.com", password="k", extra={"max_retries": -1})
+    with pytest.raises(AzureOpenAIConfigError, match="'aoai_neg'.*max_retries"):
+        AzureOpenAIHook(aoai_conn_id="aoai_neg").client  # noqa: B018
