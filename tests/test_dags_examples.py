@@ -85,3 +85,25 @@ def test_foundry_dag_end_to_end(example_env, monkeypatch, tmp_path):
     assert str(run.state).endswith("success"), task_states(run)
     assert any(r.path.startswith("/api/projects/demo/files") for r in example_env.faults.requests)
     assert any(f["filename"] == "support-handbook.md" for f in example_env.store.list_files("assistants"))
+
+
+def test_a_connection_from_the_metadata_database(emulator, airflow_db, tmp_path, monkeypatch):
+    """Inside tasks, Airflow serves connections stored in its database (here no AIRFLOW_CONN_* is set)."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    monkeypatch.delenv("AIRFLOW_CONN_AOAI_DEFAULT", raising=False)
+    monkeypatch.setenv("AOAI_EXAMPLE_POLL_SECONDS", "0.2")
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id == "aoai_default").delete()
+        session.add(Connection(conn_id="aoai_default", conn_type="aoai", host=emulator.url, password=API_KEY))
+    try:
+        report = tmp_path / "report.json"
+        run = load_dag(REPO / "dags_examples" / "example_aoai_fine_tune.py").test(
+            run_conf={"workdir": str(tmp_path), "report_path": str(report)}
+        )
+        assert str(run.state).endswith("success"), task_states(run)
+        assert json.loads(report.read_text())["status"] == "processed"
+    finally:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == "aoai_default").delete()
