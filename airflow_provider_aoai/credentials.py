@@ -81,7 +81,7 @@ class TokenAuth:
         return f"TokenAuth(credential={type(self.credential).__name__}, scope={self.scope!r})"
 
 
-def _field(extras: dict[str, Any], name: str) -> Any:
+def connection_field(extras: dict[str, Any], name: str) -> Any:
     """An extra by its plain name or by Airflow 2's prefixed form name."""
     value = extras.get(name)
     if value in (None, ""):
@@ -102,7 +102,7 @@ def build_auth(
     :raises AzureOpenAIConfigError: unknown ``auth_type`` or a missing field, naming both the connection
         and the field.
     """
-    auth_type = _field(extras, "auth_type")
+    auth_type = connection_field(extras, "auth_type")
     if auth_type is None:
         if not password:
             raise AzureOpenAIConfigError(
@@ -127,12 +127,12 @@ def build_auth(
 
     from azure import identity
 
-    client_id = _field(extras, "client_id") or login or None
+    client_id = connection_field(extras, "client_id") or login or None
     options: dict[str, Any] = {}
-    if authority_host := _field(extras, "authority_host"):
+    if authority_host := connection_field(extras, "authority_host"):
         options["authority"] = authority_host
     if auth_type == "client_secret":
-        secret = _field(extras, "client_secret") or password
+        secret = connection_field(extras, "client_secret") or password
         mask(secret)
         from urllib.parse import urlsplit
 
@@ -141,7 +141,7 @@ def build_auth(
         if authority_host and is_loopback(urlsplit(authority_host).hostname or ""):
             options["disable_instance_discovery"] = True  # a local authority (the emulator) is not in Azure's list
         credential: Any = identity.ClientSecretCredential(
-            tenant_id=required("tenant_id", _field(extras, "tenant_id")),
+            tenant_id=required("tenant_id", connection_field(extras, "tenant_id")),
             client_id=required("client_id", client_id),
             client_secret=required("client_secret", secret),
             **options,
@@ -152,9 +152,9 @@ def build_auth(
         # tenant_id, client_id and token file default to AZURE_TENANT_ID, AZURE_CLIENT_ID and
         # AZURE_FEDERATED_TOKEN_FILE, which the workload identity webhook injects into the pod.
         kwargs = {
-            "tenant_id": _field(extras, "tenant_id"),
+            "tenant_id": connection_field(extras, "tenant_id"),
             "client_id": client_id,
-            "token_file_path": _field(extras, "token_file_path"),
+            "token_file_path": connection_field(extras, "token_file_path"),
             **options,
         }
         try:

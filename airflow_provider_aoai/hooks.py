@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_aoai.credentials import _field, build_auth, mask
+from airflow_provider_aoai.credentials import connection_field, build_auth, mask
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIConfigError,
     AzureOpenAIError,
@@ -27,6 +27,7 @@ from airflow_provider_aoai.exceptions import (
     AzureOpenAIWaitTimeoutError,
 )
 from airflow_provider_aoai.models import (
+    DEFAULT_MAX_CONCURRENCY,
     DEFAULT_PART_BYTES,
     MAX_FILE_BYTES,
     MAX_UPLOAD_BYTES,
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_WAIT_TIMEOUT = 60 * 60.0
-DEFAULT_MAX_CONCURRENCY = 4
 # Query parameters whose values are credentials in the URLs users import from (SAS, presigned URLs).
 SECRET_QUERY_KEYS = frozenset({"sig", "signature", "x-amz-signature", "x-goog-signature", "token", "code", "key"})
 
@@ -123,22 +123,22 @@ class AzureOpenAIHook(BaseHook):
         host = _endpoint_of(conn)
         if not host:
             raise AzureOpenAIConfigError(f"Connection {self.aoai_conn_id!r}: the host (endpoint) is empty.")
-        api_version = _field(extras, "api_version")
+        api_version = connection_field(extras, "api_version")
         try:
             _, surface = normalize_endpoint(host, api_version)
         except AzureOpenAIConfigError as exc:
             raise AzureOpenAIConfigError(f"Connection {self.aoai_conn_id!r}: {exc}") from None
-        scope = _field(extras, "token_scope") or surface.default_scope
-        if surface is Surface.FOUNDRY and _field(extras, "auth_type") in (None, "api_key"):
+        scope = connection_field(extras, "token_scope") or surface.default_scope
+        if surface is Surface.FOUNDRY and connection_field(extras, "auth_type") in (None, "api_key"):
             raise AzureOpenAIConfigError(
                 f"Connection {self.aoai_conn_id!r}: Foundry project endpoints accept only Microsoft Entra ID "
                 "tokens; set the auth_type extra to client_secret, managed_identity, workload_identity or default."
             )
         auth = build_auth(conn_id=self.aoai_conn_id, extras=extras, login=conn.login, password=conn.password, scope=scope)
         try:
-            timeout = float(_field(extras, "timeout") or 120)
-            max_retries = int(_field(extras, "max_retries") if _field(extras, "max_retries") is not None else 5)
-            backoff = float(_field(extras, "retry_backoff") or 0.5)
+            timeout = float(connection_field(extras, "timeout") or 120)
+            max_retries = int(connection_field(extras, "max_retries") if connection_field(extras, "max_retries") is not None else 5)
+            backoff = float(connection_field(extras, "retry_backoff") or 0.5)
         except (TypeError, ValueError) as exc:
             raise AzureOpenAIConfigError(
                 f"Connection {self.aoai_conn_id!r}: timeout, max_retries and retry_backoff must be numbers ({exc})"

@@ -43,7 +43,12 @@ class FileStatus(str, enum.Enum):
         if status is None:
             # A Foundry FileInfo without status is stored and ready to use.
             return cls.PROCESSED
-        return cls(status)
+        try:
+            return cls(status)
+        except ValueError:
+            # A state this version does not know yet: not terminal, so callers keep waiting (bounded by
+            # their timeout) rather than crash or declare success.
+            return cls.RUNNING
 
 
 _TERMINAL_FILE_STATES = frozenset({FileStatus.PROCESSED, FileStatus.ERROR, FileStatus.DELETED})
@@ -122,6 +127,7 @@ MAX_PART_BYTES = MAX_FILE_BYTES
 # Our own floor, not the service's: smaller parts only multiply requests.
 MIN_PART_BYTES = 1 * MiB
 DEFAULT_PART_BYTES = 64 * MiB
+DEFAULT_MAX_CONCURRENCY = 4
 # Parts land as Azure Storage blocks (UploadPartResource.azure_block_id); a block blob holds at most
 # 50,000 blocks, so more parts than that cannot be committed.
 MAX_PARTS = 50_000

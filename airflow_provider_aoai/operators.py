@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_aoai.models import DEFAULT_PART_BYTES, File, Upload
+from airflow_provider_aoai.models import DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_BYTES, File, Upload
 from airflow_provider_aoai.sensors import default_deferrable
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
         filename: str | None = None,
         mime_type: str | None = None,
         part_size: int = DEFAULT_PART_BYTES,
-        max_concurrency: int = 4,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         progress_interval: float = 5.0,
         **kwargs: Any,
     ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 # Airflow reads its configuration on first import: point it at a throwaway home before anything imports it.
@@ -14,6 +15,8 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "dags_examples")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME}/airflow.db")
+if version("apache-airflow").startswith("2."):
+    os.environ.setdefault("AIRFLOW__CORE__EXECUTOR", "SequentialExecutor")  # Airflow 2 refuses sqlite otherwise
 
 import pytest  # noqa: E402
 

@@ -488,3 +488,11 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "aoai-emulator"
     assert script.exists()
     assert "usage: aoai-emulator" in subprocess.run([str(script), "--help"], capture_output=True, text=True, env=os.environ).stdout
+
+
+def test_unknown_routes_answer_in_the_surface_shape(emulator):
+    foundry_import = requests.post(f"{emulator.project_url('p')}/files/import", params={"api-version": "v1"}, json={})
+    assert foundry_import.status_code in (404, 405)
+    assert set(foundry_import.json()["error"]) == {"code", "message", "param", "type"}
+    nowhere = requests.get(f"{emulator.url}/openai/nowhere", params=V, headers=KEY)
+    assert nowhere.status_code == 404 and nowhere.json()["error"]["code"] == "notFound"

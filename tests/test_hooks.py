@@ -155,11 +155,13 @@ def test_upload_multipart_stop_event_cancels(hook, emulator, tmp_path):
     assert emulator.store.get_upload(created[0])["status"] == "cancelled"
 
 
-def test_upload_multipart_logs_progress(hook, tmp_path, capsys):
+def test_upload_multipart_logs_progress(hook, tmp_path, capsys, caplog):
+    caplog.set_level("INFO")
     path = tmp_path / "big.jsonl"
     path.write_bytes(jsonl([CHAT_LINE] * 20000))
     hook.upload_multipart(source=path, purpose="fine-tune", part_size=1024 * 1024, progress_interval=0)
-    progress = [line for line in capsys.readouterr().out.splitlines() if "Uploaded " in line]
+    captured = capsys.readouterr()  # Airflow 3 logs to stdout through structlog, Airflow 2 through logging
+    progress = [line for line in (captured.out + captured.err + caplog.text).splitlines() if "Uploaded " in line]
     assert progress and "MB/s" in progress[-1] and "ETA" in progress[-1] and "(100.0%)" in progress[-1]
 
 

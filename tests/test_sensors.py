@@ -62,3 +62,15 @@ def test_deferrable_defaults_to_the_operators_config(monkeypatch):
     monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "False")
     assert sensor("f").deferrable is False
     assert "file_id" in AzureOpenAIFileStatusSensor.template_fields
+
+
+@pytest.mark.parametrize("status", list(FileStatus))
+def test_status_rules(status):
+    assert status.is_terminal == (status in (FileStatus.PROCESSED, FileStatus.ERROR, FileStatus.DELETED))
+    assert status.is_failure == (status in (FileStatus.ERROR, FileStatus.DELETED))
+    assert FileStatus.of({"status": status.value}) is status
+
+
+def test_unknown_and_missing_statuses():
+    assert not FileStatus.of({"status": "validating"}).is_terminal  # a future state: keep waiting
+    assert FileStatus.of({"id": "foundry-file"}) is FileStatus.PROCESSED  # FileInfo without status

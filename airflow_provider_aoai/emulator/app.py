@@ -286,7 +286,10 @@ class EmulatorApp:
         self.identity = identity
         self.faults = faults
         self.blob_dir = blob_dir
-        self.starlette = Starlette(routes=self._routes())
+        self.starlette = Starlette(
+            routes=self._routes(),
+            exception_handlers={404: self._unknown_route, 405: self._unknown_route},
+        )
 
     # ---------------------------------------------------------------- routing table
     def _routes(self) -> list[Route]:
@@ -328,6 +331,17 @@ class EmulatorApp:
             Route("/_emulator/health", self.health, methods=["GET"]),
         ]
         return routes
+
+    @staticmethod
+    def surface_of(path: str) -> Surface:
+        if path.startswith("/openai/v1/"):
+            return Surface.V1
+        return Surface.FOUNDRY if path.startswith("/api/projects/") else Surface.DATA_PLANE
+
+    async def _unknown_route(self, request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        message = f"{request.method} {request.url.path} is not an operation of this service."
+        return error_response(self.surface_of(request.url.path), StoreError(status, "notFound", message))
 
     def operation_for(self, scope: dict[str, Any]) -> str | None:
         for route in self.starlette.routes:
@@ -686,11 +700,8 @@ class EmulatorApp:
             429: "tooManyRequests",
             503: "serviceUnavailable",
         }
-        surface = Surface.V1 if scope["path"].startswith("/openai/v1/") else (
-            Surface.FOUNDRY if scope["path"].startswith("/api/projects/") else Surface.DATA_PLANE
-        )
         response = error_response(
-            surface,
+            self.surface_of(scope["path"]),
             StoreError(fault.status, codes.get(fault.status, "internalFailure"), f"Injected fault {fault.status}."),
         )
         if fault.retry_after is not None:
