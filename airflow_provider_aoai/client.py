@@ -351,6 +351,18 @@ class AzureOpenAIClient:
             )
             time.sleep(delay)
 
+    def download(self, path: str, out: IO[bytes]) -> int:
+        """Stream the body of ``GET path`` into ``out`` in 1 MiB chunks; return the byte count."""
+        response = self.request("GET", path, stream=True)
+        size = 0
+        try:
+            for chunk in response.iter_content(STREAM_CHUNK):
+                out.write(chunk)
+                size += len(chunk)
+        finally:
+            response.close()
+        return size
+
     def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
         try:

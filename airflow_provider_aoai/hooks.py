@@ -280,30 +280,29 @@ class AzureOpenAIHook(BaseHook):
         return self.client.request_json("DELETE", f"files/{self._check_id(file_id, 'file_id')}")
 
     def download_file(self, *, file_id: str, destination: Any) -> dict[str, Any]:
-        """Stream a file's content to ``destination`` (local path or ``ObjectStoragePath``/fsspec URL).
+        """Stream a file's content to ``destination``: a local path or an ``ObjectStoragePath``.
 
-        Writes to a temporary name first, so a failed download never leaves a partial file behind.
-        Returns ``{"file_id", "destination", "bytes"}``.
+        A local file is written under a temporary name and renamed at the end, so a failed download never
+        leaves a partial file behind. Returns ``{"file_id", "destination", "bytes"}``.
+
+        :raises AzureOpenAINotFoundError: no such file.
         """
         self._check_id(file_id, "file_id")
-        response = self.client.request("GET", f"files/{file_id}/content", stream=True)
-        size = 0
-        try:
-            if hasattr(destination, "open") and hasattr(destination, "fs"):
-                with destination.open("wb") as out:
-                    for chunk in response.iter_content(1024 * 1024):
-                        out.write(chunk)
-                        size += len(chunk)
-            else:
-                target = os.fspath(destination)
-                partial = f"{target}.part"
+        path = f"files/{file_id}/content"
+        if hasattr(destination, "open") and hasattr(destination, "fs"):
+            with destination.open("wb") as out:
+                size = self.client.download(path, out)
+        else:
+            target = os.fspath(destination)
+            partial = f"{target}.part"
+            try:
                 with open(partial, "wb") as out:
-                    for chunk in response.iter_content(1024 * 1024):
-                        out.write(chunk)
-                        size += len(chunk)
-                os.replace(partial, target)
-        finally:
-            response.close()
+                    size = self.client.download(path, out)
+            except BaseException:
+                if os.path.exists(partial):
+                    os.unlink(partial)
+                raise
+            os.replace(partial, target)
         return {"file_id": file_id, "destination": str(destination), "bytes": size}
 
     def wait_for_file(

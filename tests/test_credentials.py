@@ -67,3 +67,22 @@ def test_tokens_are_refreshed_before_they_expire(emulator, monkeypatch):
         first = short.identity.issued
         hook.list_files()
         assert short.identity.issued == first + 1
+
+
+def test_a_foundry_connection_refuses_import_and_uploads_without_a_request(managed_identity, monkeypatch, chat_file):
+    from airflow_provider_aoai.exceptions import AzureOpenAIUnsupportedOperationError
+
+    emulator = managed_identity
+    set_connection(monkeypatch, "aoai_foundry2", host=emulator.project_url("proj"), extra={"auth_type": "managed_identity"})
+    hook = AzureOpenAIHook(aoai_conn_id="aoai_foundry2")
+    before = len(emulator.faults.requests)
+    calls = [
+        lambda: hook.import_file(content_url="https://h/a.jsonl", filename="a.jsonl", purpose="fine-tune"),
+        lambda: hook.create_upload(filename="a.jsonl", purpose="fine-tune", total_bytes=10, mime_type="text/jsonl"),
+        lambda: hook.upload_multipart(source=chat_file, purpose="fine-tune"),
+        lambda: hook.cancel_upload(upload_id="u1"),
+    ]
+    for call in calls:
+        with pytest.raises(AzureOpenAIUnsupportedOperationError, match="foundry"):
+            call()
+    assert len(emulator.faults.requests) == before

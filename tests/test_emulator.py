@@ -320,6 +320,7 @@ def test_no_parts_after_cancel_and_uploads_expire():
         ({"method": "POST", "path": "files", "data": {"purpose": "poetry"}, "files": {"file": ("a.jsonl", b"{}")}}, 400, "purpose"),
         ({"method": "POST", "path": "files", "data": {"purpose": "fine-tune"}, "files": {"file": ("a.jsonl", b"")}}, 400, "file"),
         ({"method": "POST", "path": "files", "json": {"purpose": "fine-tune"}}, 415, None),
+        ({"method": "POST", "path": "files", "data": b"--x\r\ngarbage", "headers": {"Content-Type": "multipart/form-data; boundary=x"}}, 400, None),
         ({"method": "POST", "path": "files/import", "data": "{not json", "headers": {"Content-Type": "application/json"}}, 400, None),
         ({"method": "POST", "path": "files/import", "json": {"filename": "a", "purpose": "fine-tune"}}, 400, "content_url"),
         ({"method": "POST", "path": "files/import", "json": {"content_url": "ftp://x/y", "filename": "a", "purpose": "fine-tune"}}, 400, "content_url"),

@@ -329,3 +329,18 @@ def test_negative_retries_name_the_connection(monkeypatch):
     set_connection(monkeypatch, "aoai_neg", host="https://x.openai.azure.com", password="k", extra={"max_retries": -1})
     with pytest.raises(AzureOpenAIConfigError, match="'aoai_neg'.*max_retries"):
         AzureOpenAIHook(aoai_conn_id="aoai_neg").client  # noqa: B018
+
+
+def test_a_failed_download_leaves_nothing_behind(hook, tmp_path):
+    with pytest.raises(AzureOpenAINotFoundError):
+        hook.download_file(file_id="file-missing", destination=tmp_path / "out.jsonl")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_to_an_object_storage_path(hook, chat_file, tmp_path):
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    file = hook.upload_file(source=chat_file, purpose="fine-tune")
+    destination = ObjectStoragePath(f"file://{tmp_path}/copy.jsonl")
+    assert hook.download_file(file_id=file["id"], destination=destination)["bytes"] == chat_file.stat().st_size
+    assert (tmp_path / "copy.jsonl").read_bytes() == chat_file.read_bytes()
