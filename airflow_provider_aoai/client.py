@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -161,15 +161,16 @@ class MultipartBody:
     ) -> None:
         import secrets
 
+        from urllib3.fields import format_multipart_header_param as param  # HTML5 escaping, as requests does
+
         self.boundary = "aoai" + secrets.token_hex(16)
-        safe_name = quote(filename, safe=" ._-()[]+,@")
         head = "".join(
-            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            f"--{self.boundary}\r\nContent-Disposition: form-data; {param('name', name)}\r\n\r\n{value}\r\n"
             for name, value in fields.items()
         )
         head += (
-            f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; "
-            f'filename="{safe_name}"\r\nContent-Type: {content_type}\r\n\r\n'
+            f"--{self.boundary}\r\nContent-Disposition: form-data; {param('name', file_field)}; "
+            f"{param('filename', filename)}\r\nContent-Type: {content_type}\r\n\r\n"
         )
         self._head = head.encode()
         self._tail = f"\r\n--{self.boundary}--\r\n".encode()

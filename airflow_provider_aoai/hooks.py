@@ -109,6 +109,22 @@ class AzureOpenAIHook(BaseHook):
 
         return {key.replace("-", "_"): value for key, value in UI_FIELD_BEHAVIOUR.items()}
 
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Airflow 2's connection form, built from the ``conn-fields`` that Airflow 3 reads directly."""
+        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import PasswordField, StringField
+
+        from airflow_provider_aoai.provider_info import CONN_FIELDS
+
+        widgets = {}
+        for name, field in CONN_FIELDS.items():
+            secret = field["schema"].get("format") == "password"
+            kind, widget = (PasswordField, BS3PasswordFieldWidget) if secret else (StringField, BS3TextFieldWidget)
+            widgets[name] = kind(lazy_gettext(field["label"]), description=field["description"], widget=widget())
+        return widgets
+
     # ------------------------------------------------------------------------------ connection
     @cached_property
     def client(self) -> AzureOpenAIClient:

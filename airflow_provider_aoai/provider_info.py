@@ -34,6 +34,8 @@ CONN_FIELDS = {
         "Entra ID scope; derived from the endpoint when empty "
         "(https://cognitiveservices.azure.com/.default or https://ai.azure.com/.default).",
     ),
+    "token_file_path": _text("Token file", "Workload identity token file; defaults to $AZURE_FEDERATED_TOKEN_FILE."),
+    "authority_host": _text("Authority host", "Entra ID authority for sovereign clouds; public cloud when empty."),
     "timeout": {
         "label": "Timeout (s)",
         "description": "Seconds to wait for each answer of the service.",
@@ -43,6 +45,11 @@ CONN_FIELDS = {
         "label": "Max retries",
         "description": "Retries of throttled (429), 5xx and connection failures.",
         "schema": {"type": ["integer", "null"], "default": 5},
+    },
+    "retry_backoff": {
+        "label": "Retry backoff (s)",
+        "description": "First wait between retries; doubles each retry, with jitter, up to 60 s.",
+        "schema": {"type": ["number", "null"], "default": 0.5},
     },
 }
 

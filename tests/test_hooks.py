@@ -344,3 +344,20 @@ def test_download_to_an_object_storage_path(hook, chat_file, tmp_path):
     destination = ObjectStoragePath(f"file://{tmp_path}/copy.jsonl")
     assert hook.download_file(file_id=file["id"], destination=destination)["bytes"] == chat_file.stat().st_size
     assert (tmp_path / "copy.jsonl").read_bytes() == chat_file.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["données été.jsonl", "日本語 (v2).jsonl"])
+def test_filenames_arrive_unchanged(hook, chat_file, name):
+    assert hook.upload_file(source=chat_file, purpose="fine-tune", filename=name)["filename"] == name
+
+
+def test_airflow_registers_the_connection_type_and_its_form():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert manager.hooks["aoai"].hook_class_name == "airflow_provider_aoai.hooks.AzureOpenAIHook"
+    assert manager.hooks["aoai"].connection_testable
+    fields = {name.removeprefix("extra__aoai__") for name in manager.connection_form_widgets if "__aoai__" in name}
+    assert {"api_version", "auth_type", "tenant_id", "client_id", "client_secret", "token_scope", "timeout", "max_retries"} <= fields
+    assert manager.connection_form_widgets["extra__aoai__client_secret"].is_sensitive
+    assert manager.field_behaviours["aoai"]["relabeling"]["host"] == "Endpoint"
