@@ -221,9 +221,9 @@ def send_parts(
     futures: list[Future[str]] = []
 
     def release(future: Future[str]) -> None:
-        slots.release()
         if future.cancelled() or future.exception() is not None:
-            failed.set()
+            failed.set()  # before the slot is freed, so no further part is read after a failure
+        slots.release()
 
     with source.open() as stream, ThreadPoolExecutor(max_concurrency, thread_name_prefix="aoai-part") as pool:
         for index in range(parts):
