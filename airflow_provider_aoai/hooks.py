@@ -90,6 +90,13 @@ class AzureOpenAIHook(BaseHook):
     ``https://<name>.cognitiveservices.azure.com`` or ``https://<name>.services.ai.azure.com/api/projects/<p>``.
     The password is the api key; extras pick the api-version and the Entra ID auth mode (see the README).
 
+    Errors every method may raise: :class:`AzureOpenAIConfigError` (unusable connection),
+    :class:`AzureOpenAICredentialError` (no Entra ID token), an :class:`AzureOpenAIAPIError` subclass per HTTP
+    status (with code, message, target and request id) once retries are exhausted or when retrying could not
+    help, and :class:`AzureOpenAIConnectionError` when the service cannot be reached. Arguments are checked
+    first: :class:`AzureOpenAIInvalidArgumentError` and :class:`AzureOpenAIUnsupportedOperationError` are
+    raised before any request.
+
     :param aoai_conn_id: the Airflow connection id (type ``aoai``).
     """
 
@@ -277,7 +284,10 @@ class AzureOpenAIHook(BaseHook):
         return self.client.request_json("POST", "files", retry=Retry.CREATE, body=body)
 
     def get_file(self, *, file_id: str) -> File:
-        """The File (or Foundry FileInfo) with its current status."""
+        """The File (or Foundry FileInfo) with its current status.
+
+        :raises AzureOpenAINotFoundError: no such file.
+        """
         return self.client.request_json("GET", f"files/{self._check_id(file_id, 'file_id')}")
 
     def list_files(self, *, purpose: str | None = None) -> list[File]:
@@ -292,7 +302,10 @@ class AzureOpenAIHook(BaseHook):
             params["after"] = files[-1]["id"]
 
     def delete_file(self, *, file_id: str) -> dict[str, Any]:
-        """Delete a file; returns ``{"object": "file", "deleted": true, "id": ...}``."""
+        """Delete a file; returns ``{"object": "file", "deleted": true, "id": ...}``.
+
+        :raises AzureOpenAINotFoundError: no such file (or already deleted).
+        """
         return self.client.request_json("DELETE", f"files/{self._check_id(file_id, 'file_id')}")
 
     def download_file(self, *, file_id: str, destination: Any) -> dict[str, Any]:

@@ -233,9 +233,7 @@ async def read_form(request: Request, store: Store, *, file_field: str, max_byte
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except StoreError:
-        raise
-    except Exception as exc:  # python-multipart's parse errors: a malformed body is the client's mistake
+    except ValueError as exc:  # python-multipart's parse errors: a malformed body is the client's mistake
         state["error"] = state["error"] or _bad(f"Malformed multipart body: {exc}.")
     finally:
         if not isinstance(state["sink"], (bytearray, type(None))):
