@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import email.utils
 import enum
-import ipaddress
 import logging
 import random
 import time
@@ -32,6 +31,7 @@ from airflow_provider_aoai.exceptions import (
     api_error_class,
 )
 from airflow_provider_aoai.models import Surface
+from airflow_provider_aoai.urls import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +49,6 @@ class Retry(enum.Enum):
 
     SAFE = "safe"  # reads, deletes, cancels, parts: repeating is harmless
     CREATE = "create"  # creates an object: repeat only what the service cannot have acted on
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def normalize_endpoint(endpoint: str, api_version: str | None) -> tuple[str, Surface]:

@@ -136,7 +136,7 @@ def build_auth(
         mask(secret)
         from urllib.parse import urlsplit
 
-        from airflow_provider_aoai.client import is_loopback
+        from airflow_provider_aoai.urls import is_loopback
 
         if authority_host and is_loopback(urlsplit(authority_host).hostname or ""):
             options["disable_instance_discovery"] = True  # a local authority (the emulator) is not in Azure's list

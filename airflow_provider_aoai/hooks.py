@@ -11,12 +11,13 @@ import os
 import threading
 import time
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_aoai.credentials import connection_field, build_auth, mask
+from airflow_provider_aoai.client import AzureOpenAIClient, MultipartBody, Retry, normalize_endpoint
+from airflow_provider_aoai.credentials import build_auth, connection_field, mask
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIConfigError,
     AzureOpenAIError,
@@ -38,9 +39,8 @@ from airflow_provider_aoai.models import (
     UploadPart,
     purposes_for,
 )
-
-if TYPE_CHECKING:
-    from airflow_provider_aoai.client import AzureOpenAIClient
+from airflow_provider_aoai.uploads import Progress, check_jsonl_start, check_part_size, open_source, send_parts
+from airflow_provider_aoai.urls import is_loopback, redact_url
 
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_WAIT_TIMEOUT = 60 * 60.0
@@ -59,20 +59,12 @@ def mask_url_secrets(url: str) -> None:
             mask(value)
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its query string replaced, for log lines and messages."""
-    parts = urlsplit(url)
-    return parts._replace(query="***" if parts.query else "").geturl()
-
-
 def _endpoint_of(conn: Any) -> str:
     """The endpoint URL of a connection: its host, given a scheme (and port) when written without one.
 
     URI-style connections (``aoai://:key@myres.openai.azure.com``) carry a bare host: https is assumed,
     except for loopback hosts, where the emulator listens on plain http.
     """
-    from airflow_provider_aoai.client import is_loopback
-
     host = (conn.host or "").strip()
     if not host or "://" in host:
         return host
@@ -139,8 +131,6 @@ class AzureOpenAIHook(BaseHook):
 
         :raises AzureOpenAIConfigError: the connection is incomplete or names an unknown auth type.
         """
-        from airflow_provider_aoai.client import AzureOpenAIClient, normalize_endpoint
-
         conn = self.get_connection(self.aoai_conn_id)
         extras = conn.extra_dejson or {}
         host = _endpoint_of(conn)
@@ -240,8 +230,6 @@ class AzureOpenAIHook(BaseHook):
         self._check_text(filename, "filename")
         self._require("import_file", self.surface.supports_import)
         self._check_purpose(purpose, "import_file")
-        from airflow_provider_aoai.client import Retry
-
         file = self.client.request_json(
             "POST",
             "files/import",
@@ -252,8 +240,6 @@ class AzureOpenAIHook(BaseHook):
         return file
 
     def _prepare_upload(self, source: Any, purpose: str, filename: str | None, operation: str, limit: int):
-        from airflow_provider_aoai.uploads import check_jsonl_start, open_source
-
         self._check_purpose(purpose, operation)
         if filename is not None:
             self._check_text(filename, "filename")
@@ -273,8 +259,6 @@ class AzureOpenAIHook(BaseHook):
         :param source: local path, ``file://``/fsspec URL, ``ObjectStoragePath`` or seekable binary file object.
         :raises AzureOpenAIInvalidArgumentError: missing, empty or oversized source; bad purpose or filename.
         """
-        from airflow_provider_aoai.client import MultipartBody, Retry
-
         opened, name = self._prepare_upload(source, purpose, filename, "upload_file", MAX_FILE_BYTES)
         fields = {"purpose": purpose}
         if self.surface is Surface.FOUNDRY:
@@ -363,8 +347,6 @@ class AzureOpenAIHook(BaseHook):
     # ------------------------------------------------------------------------------ uploads
     def create_upload(self, *, filename: str, purpose: str, total_bytes: int, mime_type: str) -> Upload:
         """Start a multipart Upload of ``total_bytes`` (at most 9 GiB); returns the Upload (``pending``)."""
-        from airflow_provider_aoai.client import Retry
-
         self._require("create_upload", self.surface.supports_uploads)
         self._check_text(filename, "filename")
         self._check_purpose(purpose, "create_upload")
@@ -380,8 +362,6 @@ class AzureOpenAIHook(BaseHook):
 
     def add_upload_part(self, *, upload_id: str, data: bytes, on_bytes: Any = None) -> UploadPart:
         """Add one part to an Upload; retried on transient failures (a stray duplicate part is never listed)."""
-        from airflow_provider_aoai.client import MultipartBody
-
         self._require("add_upload_part", self.surface.supports_uploads)
         self._check_id(upload_id, "upload_id")
         if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
@@ -391,8 +371,6 @@ class AzureOpenAIHook(BaseHook):
 
     def complete_upload(self, *, upload_id: str, part_ids: list[str], md5: str | None = None) -> Upload:
         """Complete an Upload with its parts in order; returns the Upload with its nested File."""
-        from airflow_provider_aoai.client import Retry
-
         self._require("complete_upload", self.surface.supports_uploads)
         self._check_id(upload_id, "upload_id")
         if not isinstance(part_ids, list) or not part_ids or not all(isinstance(p, str) and p for p in part_ids):
@@ -430,8 +408,6 @@ class AzureOpenAIHook(BaseHook):
         :raises AzureOpenAIInvalidArgumentError: bad source, purpose, part_size or max_concurrency; nothing sent.
         :raises AzureOpenAIUploadError: the upload gave up and was cancelled.
         """
-        from airflow_provider_aoai.uploads import Progress, check_part_size, send_parts
-
         self._require("upload_multipart", self.surface.supports_uploads)
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or not 1 <= max_concurrency <= 32:
             raise AzureOpenAIInvalidArgumentError("max_concurrency", "must be an integer from 1 to 32")

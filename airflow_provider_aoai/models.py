@@ -32,10 +32,6 @@ class FileStatus(str, enum.Enum):
         """Terminal states in which the file cannot be used."""
         return self in (FileStatus.ERROR, FileStatus.DELETED)
 
-    @property
-    def is_success(self) -> bool:
-        return self is FileStatus.PROCESSED
-
     @classmethod
     def of(cls, file: dict[str, Any]) -> FileStatus:
         """Status of a File/FileInfo dict; Foundry's FileInfo may omit it (spec: Azure OpenAI only)."""

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_aoai.jsonl import validate_jsonl
 from airflow_provider_aoai.models import (
@@ -31,6 +30,7 @@ from airflow_provider_aoai.models import (
     FileStatus,
     UploadStatus,
 )
+from airflow_provider_aoai.urls import redact_url
 
 COPY_CHUNK = 1024 * 1024
 
@@ -60,18 +60,6 @@ class Limits:
     max_part_bytes: int = MAX_PART_BYTES
     upload_expiry_seconds: float = UPLOAD_EXPIRY_SECONDS
     processing_seconds: float = 1.0
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its query string and credentials: SAS signatures never reach a status text."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 @dataclass
