@@ -17,8 +17,8 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Iterable, Iterator
-from typing import IO, Any, Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -195,7 +195,9 @@ class MultipartBody:
             while remaining > 0:
                 chunk = reader.read(min(STREAM_CHUNK, remaining))
                 if not chunk:
-                    raise OSError(f"the source ended {remaining} bytes early; was it changed during the upload?")
+                    raise OSError(
+                        f"the source ended {remaining} bytes early; was it changed during the upload?"
+                    )
                 remaining -= len(chunk)
                 yield chunk
         finally:
@@ -238,7 +240,9 @@ class AzureOpenAIClient:
         if self.surface is Surface.DATA_PLANE:
             self.api_version: str | None = api_version or DATA_PLANE_API_VERSION
         elif self.surface is Surface.FOUNDRY:
-            self.api_version = FOUNDRY_API_VERSION if api_version in (None, "v1", DATA_PLANE_API_VERSION) else api_version
+            self.api_version = (
+                FOUNDRY_API_VERSION if api_version in (None, "v1", DATA_PLANE_API_VERSION) else api_version
+            )
         else:
             self.api_version = api_version if api_version not in (None, "v1") else None
         if max_retries < 0:
@@ -320,8 +324,11 @@ class AzureOpenAIClient:
                 if not retryable or attempt >= self.max_retries:
                     raise AzureOpenAIConnectionError(
                         f"{method} {path} failed: {reason} (after {attempt + 1} attempt(s))"
-                        + ("" if retryable or isinstance(exc, requests.exceptions.SSLError)
-                           else "; not retried because the service may have acted on it")
+                        + (
+                            ""
+                            if retryable or isinstance(exc, requests.exceptions.SSLError)
+                            else "; not retried because the service may have acted on it"
+                        )
                     ) from None
             else:
                 if response.status_code < 400:

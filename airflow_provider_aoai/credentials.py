@@ -139,7 +139,9 @@ def build_auth(
         from airflow_provider_aoai.urls import is_loopback
 
         if authority_host and is_loopback(urlsplit(authority_host).hostname or ""):
-            options["disable_instance_discovery"] = True  # a local authority (the emulator) is not in Azure's list
+            options["disable_instance_discovery"] = (
+                True  # a local authority (the emulator) is not in Azure's list
+            )
         credential: Any = identity.ClientSecretCredential(
             tenant_id=required("tenant_id", connection_field(extras, "tenant_id")),
             client_id=required("client_id", client_id),

@@ -39,13 +39,21 @@ from airflow_provider_aoai.models import (
     UploadPart,
     purposes_for,
 )
-from airflow_provider_aoai.uploads import Progress, check_jsonl_start, check_part_size, open_source, send_parts
+from airflow_provider_aoai.uploads import (
+    Progress,
+    check_jsonl_start,
+    check_part_size,
+    open_source,
+    send_parts,
+)
 from airflow_provider_aoai.urls import is_loopback, redact_url
 
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_WAIT_TIMEOUT = 60 * 60.0
 # Query parameters whose values are credentials in the URLs users import from (SAS, presigned URLs).
-SECRET_QUERY_KEYS = frozenset({"sig", "signature", "x-amz-signature", "x-goog-signature", "token", "code", "key"})
+SECRET_QUERY_KEYS = frozenset(
+    {"sig", "signature", "x-amz-signature", "x-goog-signature", "token", "code", "key"}
+)
 
 
 def mask_url_secrets(url: str) -> None:
@@ -120,8 +128,12 @@ class AzureOpenAIHook(BaseHook):
         widgets = {}
         for name, field in CONN_FIELDS.items():
             secret = field["schema"].get("format") == "password"
-            kind, widget = (PasswordField, BS3PasswordFieldWidget) if secret else (StringField, BS3TextFieldWidget)
-            widgets[name] = kind(lazy_gettext(field["label"]), description=field["description"], widget=widget())
+            kind, widget = (
+                (PasswordField, BS3PasswordFieldWidget) if secret else (StringField, BS3TextFieldWidget)
+            )
+            widgets[name] = kind(
+                lazy_gettext(field["label"]), description=field["description"], widget=widget()
+            )
         return widgets
 
     # ------------------------------------------------------------------------------ connection
@@ -147,10 +159,16 @@ class AzureOpenAIHook(BaseHook):
                 f"Connection {self.aoai_conn_id!r}: Foundry project endpoints accept only Microsoft Entra ID "
                 "tokens; set the auth_type extra to client_secret, managed_identity, workload_identity or default."
             )
-        auth = build_auth(conn_id=self.aoai_conn_id, extras=extras, login=conn.login, password=conn.password, scope=scope)
+        auth = build_auth(
+            conn_id=self.aoai_conn_id, extras=extras, login=conn.login, password=conn.password, scope=scope
+        )
         try:
             timeout = float(connection_field(extras, "timeout") or 120)
-            max_retries = int(connection_field(extras, "max_retries") if connection_field(extras, "max_retries") is not None else 5)
+            max_retries = int(
+                connection_field(extras, "max_retries")
+                if connection_field(extras, "max_retries") is not None
+                else 5
+            )
             backoff = float(connection_field(extras, "retry_backoff") or 0.5)
         except (TypeError, ValueError) as exc:
             raise AzureOpenAIConfigError(
@@ -183,7 +201,10 @@ class AzureOpenAIHook(BaseHook):
             files = self.list_files()
         except AzureOpenAIError as exc:
             return False, str(exc)
-        return True, f"Connected to {self.client.base_url} ({self.surface.value}); {len(files)} file(s) visible."
+        return (
+            True,
+            f"Connected to {self.client.base_url} ({self.surface.value}); {len(files)} file(s) visible.",
+        )
 
     # ------------------------------------------------------------------------------ validation helpers
     def _require(self, operation: str, supported: bool) -> None:
@@ -226,7 +247,9 @@ class AzureOpenAIHook(BaseHook):
         mask_url_secrets(content_url)
         parts = urlsplit(content_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise AzureOpenAIInvalidArgumentError("content_url", f"{redact_url(content_url)!r} is not an http(s) URL")
+            raise AzureOpenAIInvalidArgumentError(
+                "content_url", f"{redact_url(content_url)!r} is not an http(s) URL"
+            )
         self._check_text(filename, "filename")
         self._require("import_file", self.surface.supports_import)
         self._check_purpose(purpose, "import_file")
@@ -248,7 +271,8 @@ class AzureOpenAIHook(BaseHook):
             raise AzureOpenAIInvalidArgumentError("source", f"{opened.description} is empty")
         if opened.size > limit:
             raise AzureOpenAIInvalidArgumentError(
-                "source", f"{opened.description} holds {opened.size} bytes; the limit for {operation} is {limit}"
+                "source",
+                f"{opened.description} holds {opened.size} bytes; the limit for {operation} is {limit}",
             )
         check_jsonl_start(opened, purpose)
         return opened, filename or opened.name
@@ -263,7 +287,9 @@ class AzureOpenAIHook(BaseHook):
         fields = {"purpose": purpose}
         if self.surface is Surface.FOUNDRY:
             fields["filename"] = name
-        body = MultipartBody(fields=fields, file_field="file", filename=name, size=opened.size, opener=opened.open)
+        body = MultipartBody(
+            fields=fields, file_field="file", filename=name, size=opened.size, opener=opened.open
+        )
         self.log.info("Uploading %s (%d bytes) as %s", opened.description, opened.size, name)
         return self.client.request_json("POST", "files", retry=Retry.CREATE, body=body)
 
@@ -319,7 +345,11 @@ class AzureOpenAIHook(BaseHook):
         return {"file_id": file_id, "destination": str(destination), "bytes": size}
 
     def wait_for_file(
-        self, *, file_id: str, poll_interval: float = DEFAULT_POLL_INTERVAL, timeout: float = DEFAULT_WAIT_TIMEOUT
+        self,
+        *,
+        file_id: str,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
     ) -> File:
         """Poll until the file is ``processed`` and return it.
 
@@ -351,8 +381,14 @@ class AzureOpenAIHook(BaseHook):
         self._check_text(filename, "filename")
         self._check_purpose(purpose, "create_upload")
         self._check_text(mime_type, "mime_type")
-        if isinstance(total_bytes, bool) or not isinstance(total_bytes, int) or not 0 < total_bytes <= MAX_UPLOAD_BYTES:
-            raise AzureOpenAIInvalidArgumentError("total_bytes", f"must be an integer in [1, {MAX_UPLOAD_BYTES}]")
+        if (
+            isinstance(total_bytes, bool)
+            or not isinstance(total_bytes, int)
+            or not 0 < total_bytes <= MAX_UPLOAD_BYTES
+        ):
+            raise AzureOpenAIInvalidArgumentError(
+                "total_bytes", f"must be an integer in [1, {MAX_UPLOAD_BYTES}]"
+            )
         return self.client.request_json(
             "POST",
             "uploads",
@@ -366,19 +402,27 @@ class AzureOpenAIHook(BaseHook):
         self._check_id(upload_id, "upload_id")
         if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
             raise AzureOpenAIInvalidArgumentError("data", "must be non-empty bytes")
-        body = MultipartBody(fields={}, file_field="data", filename="blob", size=len(data), data=data, on_bytes=on_bytes)
+        body = MultipartBody(
+            fields={}, file_field="data", filename="blob", size=len(data), data=data, on_bytes=on_bytes
+        )
         return self.client.request_json("POST", f"uploads/{upload_id}/parts", body=body)
 
     def complete_upload(self, *, upload_id: str, part_ids: list[str], md5: str | None = None) -> Upload:
         """Complete an Upload with its parts in order; returns the Upload with its nested File."""
         self._require("complete_upload", self.surface.supports_uploads)
         self._check_id(upload_id, "upload_id")
-        if not isinstance(part_ids, list) or not part_ids or not all(isinstance(p, str) and p for p in part_ids):
+        if (
+            not isinstance(part_ids, list)
+            or not part_ids
+            or not all(isinstance(p, str) and p for p in part_ids)
+        ):
             raise AzureOpenAIInvalidArgumentError("part_ids", "must be a non-empty list of part ids")
         body: dict[str, Any] = {"part_ids": part_ids}
         if md5 is not None:
             body["md5"] = md5
-        return self.client.request_json("POST", f"uploads/{upload_id}/complete", retry=Retry.CREATE, json=body)
+        return self.client.request_json(
+            "POST", f"uploads/{upload_id}/complete", retry=Retry.CREATE, json=body
+        )
 
     def cancel_upload(self, *, upload_id: str) -> Upload:
         """Cancel an Upload; its parts are discarded."""
@@ -409,20 +453,30 @@ class AzureOpenAIHook(BaseHook):
         :raises AzureOpenAIUploadError: the upload gave up and was cancelled.
         """
         self._require("upload_multipart", self.surface.supports_uploads)
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or not 1 <= max_concurrency <= 32:
+        if (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or not 1 <= max_concurrency <= 32
+        ):
             raise AzureOpenAIInvalidArgumentError("max_concurrency", "must be an integer from 1 to 32")
         opened, name = self._prepare_upload(source, purpose, filename, "create_upload", MAX_UPLOAD_BYTES)
         check_part_size(part_size, opened.size)
         mime_type = mime_type or ("text/jsonl" if name.endswith(".jsonl") else "application/octet-stream")
 
-        upload = self.create_upload(filename=name, purpose=purpose, total_bytes=opened.size, mime_type=mime_type)
+        upload = self.create_upload(
+            filename=name, purpose=purpose, total_bytes=opened.size, mime_type=mime_type
+        )
         upload_id = upload["id"]
         if on_upload_created is not None:
             on_upload_created(upload_id)
         progress = Progress(total=opened.size, interval=progress_interval, logger=self.log)
         self.log.info(
             "Upload %s: %s, %d bytes in parts of %d, %d in parallel",
-            upload_id, opened.description, opened.size, part_size, max_concurrency,
+            upload_id,
+            opened.description,
+            opened.size,
+            part_size,
+            max_concurrency,
         )
 
         def send_part(data: bytes) -> str:
@@ -430,17 +484,24 @@ class AzureOpenAIHook(BaseHook):
 
         try:
             part_ids, md5 = send_parts(
-                source=opened, part_size=part_size, max_concurrency=max_concurrency, send_part=send_part, stop=stop
+                source=opened,
+                part_size=part_size,
+                max_concurrency=max_concurrency,
+                send_part=send_part,
+                stop=stop,
             )
             completed = self.complete_upload(upload_id=upload_id, part_ids=part_ids, md5=md5)
         except BaseException as exc:
             self.cancel_upload_quietly(upload_id)
             if isinstance(exc, AzureOpenAIError) and not isinstance(exc, AzureOpenAIUploadError):
                 raise AzureOpenAIUploadError(
-                    f"Upload {upload_id} of {opened.description} failed and was cancelled: {exc}", upload_id=upload_id
+                    f"Upload {upload_id} of {opened.description} failed and was cancelled: {exc}",
+                    upload_id=upload_id,
                 ) from exc
             raise
-        self.log.info("%s; upload %s completed as file %s", progress.describe(), upload_id, completed["file"]["id"])
+        self.log.info(
+            "%s; upload %s completed as file %s", progress.describe(), upload_id, completed["file"]["id"]
+        )
         return completed
 
     def cancel_upload_quietly(self, upload_id: str) -> None:

@@ -93,9 +93,22 @@ class Surface(str, enum.Enum):
 
 
 # Purposes accepted by each create operation, as listed in the specs.
-DATA_PLANE_PURPOSES = ("fine-tune", "fine-tune-results", "assistants", "assistants_output", "batch", "batch_output")
+DATA_PLANE_PURPOSES = (
+    "fine-tune",
+    "fine-tune-results",
+    "assistants",
+    "assistants_output",
+    "batch",
+    "batch_output",
+)
 # POST /openai/files lists one purpose fewer than the Purpose enum (spec: Files_Upload formData enum).
-DATA_PLANE_UPLOAD_FILE_PURPOSES = ("fine-tune", "fine-tune-results", "assistants", "assistants_output", "batch")
+DATA_PLANE_UPLOAD_FILE_PURPOSES = (
+    "fine-tune",
+    "fine-tune-results",
+    "assistants",
+    "assistants_output",
+    "batch",
+)
 V1_PURPOSES = ("assistants", "batch", "fine-tune", "evals")
 FOUNDRY_PURPOSES = (
     "fine-tune",

@@ -73,7 +73,9 @@ class _AzureOpenAIFileOperator(BaseOperator):
         if not self.wait_for_processing:
             return result
         if not self.deferrable:
-            file = self.hook.wait_for_file(file_id=file_id, poll_interval=self.poll_interval, timeout=self.wait_timeout)
+            file = self.hook.wait_for_file(
+                file_id=file_id, poll_interval=self.poll_interval, timeout=self.wait_timeout
+            )
             return self._with_file(result, file)
         from airflow_provider_aoai.triggers import AzureOpenAIFileStatusTrigger
 
@@ -125,7 +127,9 @@ class AzureOpenAIImportFileOperator(_AzureOpenAIFileOperator):
             mask_url_secrets(self.content_url)  # before Airflow records the rendered fields
 
     def execute(self, context: Any) -> File:
-        file = self.hook.import_file(content_url=self.content_url, filename=self.filename, purpose=self.purpose)
+        file = self.hook.import_file(
+            content_url=self.content_url, filename=self.filename, purpose=self.purpose
+        )
         return self._finish(file, file["id"])
 
 

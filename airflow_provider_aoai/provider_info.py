@@ -34,8 +34,12 @@ CONN_FIELDS = {
         "Entra ID scope; derived from the endpoint when empty "
         "(https://cognitiveservices.azure.com/.default or https://ai.azure.com/.default).",
     ),
-    "token_file_path": _text("Token file", "Workload identity token file; defaults to $AZURE_FEDERATED_TOKEN_FILE."),
-    "authority_host": _text("Authority host", "Entra ID authority for sovereign clouds; public cloud when empty."),
+    "token_file_path": _text(
+        "Token file", "Workload identity token file; defaults to $AZURE_FEDERATED_TOKEN_FILE."
+    ),
+    "authority_host": _text(
+        "Authority host", "Entra ID authority for sovereign clouds; public cloud when empty."
+    ),
     "timeout": {
         "label": "Timeout (s)",
         "description": "Seconds to wait for each answer of the service.",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -74,7 +75,9 @@ class AzureOpenAIFileStatusTrigger(BaseTrigger):
                 message = f"File {self.file_id} is still {status.value!r} at the deadline"
                 yield TriggerEvent({**base, "status": EVENT_TIMEOUT, "message": message, "file": file})
                 return
-            self.log.info("File %s is %s; checking again in %ss", self.file_id, status.value, self.poll_interval)
+            self.log.info(
+                "File %s is %s; checking again in %ss", self.file_id, status.value, self.poll_interval
+            )
             await asyncio.sleep(self.poll_interval)
 
 

@@ -15,10 +15,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError, AzureOpenAIUploadError
 from airflow_provider_aoai.models import (
@@ -71,7 +72,9 @@ def open_source(source: Any, argument: str = "source") -> Source:
     """
     if hasattr(source, "read"):
         if not (hasattr(source, "seekable") and source.seekable()):
-            raise AzureOpenAIInvalidArgumentError(argument, "a file object must be seekable (its size is needed)")
+            raise AzureOpenAIInvalidArgumentError(
+                argument, "a file object must be seekable (its size is needed)"
+            )
         offset = source.tell()
         size = source.seek(0, os.SEEK_END) - offset
         source.seek(offset)
@@ -146,7 +149,8 @@ def check_part_size(part_size: int, total: int, argument: str = "part_size") -> 
     parts = max(1, -(-total // part_size))
     if parts > MAX_PARTS:
         raise AzureOpenAIInvalidArgumentError(
-            argument, f"{part_size} would split {total} bytes into {parts} parts; the service takes {MAX_PARTS}"
+            argument,
+            f"{part_size} would split {total} bytes into {parts} parts; the service takes {MAX_PARTS}",
         )
     return parts
 

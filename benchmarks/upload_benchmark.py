@@ -42,7 +42,9 @@ print(json.dumps({"seconds": seconds, "bytes": upload["bytes"]}))
 
 def run_worker(env: dict[str, str], *args: str) -> tuple[dict, int]:
     """Run the worker; return its JSON output and its own peak RSS in bytes (from wait4)."""
-    process = subprocess.Popen([sys.executable, "-c", WORKER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-c", WORKER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(process.pid, 0)
     out, err = process.stdout.read(), process.stderr.read()
     process.stdout.close()
@@ -63,7 +65,9 @@ def import_cost() -> tuple[float, float]:
     """Cumulative import time (ms) of our operators module, and of the Airflow SDK it builds on."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import airflow_provider_aoai.operators"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     cumulative = {}
     for line in result.stderr.splitlines():
@@ -79,7 +83,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--part-mib", type=int, default=64)
-    parser.add_argument("--wan-mbps", type=float, default=50.0, help="per-connection cap on the WAN link, MB/s")
+    parser.add_argument(
+        "--wan-mbps", type=float, default=50.0, help="per-connection cap on the WAN link, MB/s"
+    )
     parser.add_argument("--wan-latency-ms", type=float, default=40.0)
     args = parser.parse_args()
 
@@ -89,22 +95,59 @@ def main() -> int:
     make_source(source, args.size_mib * MiB)
 
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_aoai.emulator", "--api-key", API_KEY, "--data-dir",
-         str(work / "emulator"), "--processing-seconds", "0", "--max-upload-bytes", str(max(args.size_mib * MiB, 1))],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_aoai.emulator",
+            "--api-key",
+            API_KEY,
+            "--data-dir",
+            str(work / "emulator"),
+            "--processing-seconds",
+            "0",
+            "--max-upload-bytes",
+            str(max(args.size_mib * MiB, 1)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         url = emulator.stdout.readline().strip().rsplit(" ", 1)[1]
-        env = {**os.environ, "AIRFLOW_CONN_AOAI_DEFAULT": json.dumps({"conn_type": "aoai", "host": url, "password": API_KEY}),
-               "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "AIRFLOW_CONN_AOAI_DEFAULT": json.dumps({"conn_type": "aoai", "host": url, "password": API_KEY}),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        }
         _, baseline = run_worker(env, "baseline")
         rows = []
-        for link_name, link in (("loopback", {}), (f"WAN {args.wan_mbps:g} MB/s/conn + {args.wan_latency_ms:g} ms",
-                                 {"bandwidth_bytes_per_second": args.wan_mbps * 1e6, "latency_seconds": args.wan_latency_ms / 1000})):
-            requests.post(f"{url}/_emulator/link", json=link or {"bandwidth_bytes_per_second": None}, timeout=10)
+        for link_name, link in (
+            ("loopback", {}),
+            (
+                f"WAN {args.wan_mbps:g} MB/s/conn + {args.wan_latency_ms:g} ms",
+                {
+                    "bandwidth_bytes_per_second": args.wan_mbps * 1e6,
+                    "latency_seconds": args.wan_latency_ms / 1000,
+                },
+            ),
+        ):
+            requests.post(
+                f"{url}/_emulator/link", json=link or {"bandwidth_bytes_per_second": None}, timeout=10
+            )
             for concurrency in (1, 4):
-                result, peak = run_worker(env, "upload", str(source), str(concurrency), str(args.part_mib * MiB))
-                rows.append((link_name, concurrency, result["bytes"] / result["seconds"] / 1e6, result["seconds"], peak, peak - baseline))
+                result, peak = run_worker(
+                    env, "upload", str(source), str(concurrency), str(args.part_mib * MiB)
+                )
+                rows.append(
+                    (
+                        link_name,
+                        concurrency,
+                        result["bytes"] / result["seconds"] / 1e6,
+                        result["seconds"],
+                        peak,
+                        peak - baseline,
+                    )
+                )
                 print(f"  done: {link_name}, concurrency {concurrency}", flush=True)
     finally:
         emulator.terminate()
@@ -112,16 +155,24 @@ def main() -> int:
         emulator.stdout.close()
 
     print()
-    print(f"Multipart upload of {args.size_mib} MiB in {args.part_mib} MiB parts (upload_multipart -> emulator process)")
+    print(
+        f"Multipart upload of {args.size_mib} MiB in {args.part_mib} MiB parts (upload_multipart -> emulator process)"
+    )
     print(f"{'link':<34} {'conc':>4} {'MB/s':>8} {'seconds':>8} {'peak RSS':>10} {'above baseline':>15}")
     for link_name, concurrency, rate, seconds, peak, extra in rows:
-        print(f"{link_name:<34} {concurrency:>4} {rate:>8.1f} {seconds:>8.1f} {peak / MiB:>8.0f} MiB {extra / MiB:>11.0f} MiB")
-    print(f"baseline worker RSS (imports + hook, no upload): {baseline / MiB:.0f} MiB; "
-          f"bound to beat: concurrency x part size = 1 x {args.part_mib} / 4 x {args.part_mib} MiB")
+        print(
+            f"{link_name:<34} {concurrency:>4} {rate:>8.1f} {seconds:>8.1f} {peak / MiB:>8.0f} MiB {extra / MiB:>11.0f} MiB"
+        )
+    print(
+        f"baseline worker RSS (imports + hook, no upload): {baseline / MiB:.0f} MiB; "
+        f"bound to beat: concurrency x part size = 1 x {args.part_mib} / 4 x {args.part_mib} MiB"
+    )
     ours, airflow = import_cost()
     print()
-    print(f"DAG-parse cost: import airflow_provider_aoai.operators = {ours:.0f} ms cumulative "
-          f"(of which the airflow package itself: {airflow:.0f} ms)")
+    print(
+        f"DAG-parse cost: import airflow_provider_aoai.operators = {ours:.0f} ms cumulative "
+        f"(of which the airflow package itself: {airflow:.0f} ms)"
+    )
     source.unlink()
     return 0
 

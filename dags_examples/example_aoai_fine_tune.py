@@ -43,11 +43,13 @@ with DAG(
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w") as out:
             for question, answer in EXAMPLES * 20:
-                record = {"messages": [
-                    {"role": "system", "content": "You answer in one short sentence."},
-                    {"role": "user", "content": question},
-                    {"role": "assistant", "content": answer},
-                ]}
+                record = {
+                    "messages": [
+                        {"role": "system", "content": "You answer in one short sentence."},
+                        {"role": "user", "content": question},
+                        {"role": "assistant", "content": answer},
+                    ]
+                }
                 out.write(json.dumps(record) + "\n")
         problem = validate_jsonl(path, "fine-tune")
         if problem:

@@ -34,7 +34,9 @@ def main() -> int:
         from airflow.utils.db import initdb
 
         initdb()
-        spec = importlib.util.spec_from_file_location("example_aoai_fine_tune", REPO / "dags_examples" / "example_aoai_fine_tune.py")
+        spec = importlib.util.spec_from_file_location(
+            "example_aoai_fine_tune", REPO / "dags_examples" / "example_aoai_fine_tune.py"
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         report = DEMO / "report.json"

@@ -16,11 +16,13 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME}/airflow.db")
 if version("apache-airflow").startswith("2."):
-    os.environ.setdefault("AIRFLOW__CORE__EXECUTOR", "SequentialExecutor")  # Airflow 2 refuses sqlite otherwise
+    os.environ.setdefault(
+        "AIRFLOW__CORE__EXECUTOR", "SequentialExecutor"
+    )  # Airflow 2 refuses sqlite otherwise
 
-import pytest  # noqa: E402
+import pytest
 
-from airflow_provider_aoai.emulator import Emulator  # noqa: E402
+from airflow_provider_aoai.emulator import Emulator
 
 API_KEY = "emulator-test-api-key-0123456789"
 REPO = Path(__file__).resolve().parents[1]
@@ -28,9 +30,19 @@ SPECS = REPO.parent / "shared" / "reference" / "specs" / "azure-rest-api-specs" 
 DATA_PLANE_EXAMPLES = SPECS / "cognitiveservices/data-plane/AzureOpenAI/authoring/stable/2024-10-21/examples"
 FOUNDRY_EXAMPLES = SPECS / "ai/data-plane/Azure.AI.Agents/stable/v1/examples"
 
-CHAT_LINE = {"messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"},
-                          {"role": "assistant", "content": "Hello."}]}
-BATCH_LINE = {"custom_id": "r1", "method": "POST", "url": "/chat/completions", "body": {"model": "gpt-4o-mini"}}
+CHAT_LINE = {
+    "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+    ]
+}
+BATCH_LINE = {
+    "custom_id": "r1",
+    "method": "POST",
+    "url": "/chat/completions",
+    "body": {"model": "gpt-4o-mini"},
+}
 
 
 def jsonl(records: list[dict]) -> bytes:

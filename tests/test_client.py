@@ -44,7 +44,12 @@ def test_retry_after_forms():
         ("https://r.openai.azure.com/openai", None, Surface.DATA_PLANE, "https://r.openai.azure.com"),
         ("https://r.cognitiveservices.azure.com", "v1", Surface.V1, "https://r.cognitiveservices.azure.com"),
         ("https://r.openai.azure.com/openai/v1", None, Surface.V1, "https://r.openai.azure.com"),
-        ("https://r.services.ai.azure.com/api/projects/p", None, Surface.FOUNDRY, "https://r.services.ai.azure.com/api/projects/p"),
+        (
+            "https://r.services.ai.azure.com/api/projects/p",
+            None,
+            Surface.FOUNDRY,
+            "https://r.services.ai.azure.com/api/projects/p",
+        ),
         ("http://127.0.0.1:8080", None, Surface.DATA_PLANE, "http://127.0.0.1:8080"),
     ],
 )
@@ -119,7 +124,11 @@ def test_a_throttled_create_is_repeated_once_and_creates_one_object(hook, emulat
     if operation == "files.create":
         hook.upload_file(source=chat_file, purpose="fine-tune")
     elif operation == "files.import":
-        hook.import_file(content_url=emulator.put_blob("t.jsonl", jsonl([CHAT_LINE])), filename="t.jsonl", purpose="fine-tune")
+        hook.import_file(
+            content_url=emulator.put_blob("t.jsonl", jsonl([CHAT_LINE])),
+            filename="t.jsonl",
+            purpose="fine-tune",
+        )
     else:
         hook.upload_multipart(source=chat_file, purpose="fine-tune")
     assert statuses(emulator, operation) == [429, 200 if operation.startswith("uploads") else 201]
@@ -130,6 +139,8 @@ def test_a_create_whose_connection_never_opened_is_repeated():
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = AzureOpenAIClient(endpoint=f"http://127.0.0.1:{port}", auth=ApiKeyAuth(API_KEY), max_retries=2, backoff_seconds=0.01)
+    client = AzureOpenAIClient(
+        endpoint=f"http://127.0.0.1:{port}", auth=ApiKeyAuth(API_KEY), max_retries=2, backoff_seconds=0.01
+    )
     with pytest.raises(AzureOpenAIConnectionError, match="after 3 attempt"):
         client.request("POST", "uploads", retry=Retry.CREATE, json={})

@@ -10,7 +10,13 @@ from tests.conftest import set_connection
 
 @pytest.fixture
 def managed_identity(emulator, monkeypatch):
-    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "MSI_ENDPOINT"):
+    for name in (
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "MSI_ENDPOINT",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in emulator.managed_identity_env().items():
         monkeypatch.setenv(name, value)
@@ -36,7 +42,12 @@ def test_entra_id_on_the_data_plane(managed_identity, monkeypatch, chat_file, au
 
 def test_entra_id_on_a_foundry_project(managed_identity, monkeypatch, chat_file):
     emulator = managed_identity
-    set_connection(monkeypatch, "aoai_foundry", host=emulator.project_url("proj"), extra={"auth_type": "managed_identity"})
+    set_connection(
+        monkeypatch,
+        "aoai_foundry",
+        host=emulator.project_url("proj"),
+        extra={"auth_type": "managed_identity"},
+    )
     hook = AzureOpenAIHook(aoai_conn_id="aoai_foundry")
     assert hook.surface.value == "foundry" and hook.client.auth.scope == "https://ai.azure.com/.default"
     file = hook.upload_file(source=chat_file, purpose="assistants", filename="agent-notes.jsonl")
@@ -48,8 +59,12 @@ def test_entra_id_on_a_foundry_project(managed_identity, monkeypatch, chat_file)
 
 def test_a_token_for_the_wrong_audience_is_refused(managed_identity, monkeypatch):
     emulator = managed_identity
-    set_connection(monkeypatch, "aoai_scope", host=emulator.url,
-                   extra={"auth_type": "managed_identity", "token_scope": "https://ai.azure.com/.default"})
+    set_connection(
+        monkeypatch,
+        "aoai_scope",
+        host=emulator.url,
+        extra={"auth_type": "managed_identity", "token_scope": "https://ai.azure.com/.default"},
+    )
     ok, message = AzureOpenAIHook(aoai_conn_id="aoai_scope").test_connection()
     assert not ok and "401" in message and "audience" in message
 
@@ -69,16 +84,25 @@ def test_tokens_are_refreshed_before_they_expire(emulator, monkeypatch):
         assert short.identity.issued == first + 1
 
 
-def test_a_foundry_connection_refuses_import_and_uploads_without_a_request(managed_identity, monkeypatch, chat_file):
+def test_a_foundry_connection_refuses_import_and_uploads_without_a_request(
+    managed_identity, monkeypatch, chat_file
+):
     from airflow_provider_aoai.exceptions import AzureOpenAIUnsupportedOperationError
 
     emulator = managed_identity
-    set_connection(monkeypatch, "aoai_foundry2", host=emulator.project_url("proj"), extra={"auth_type": "managed_identity"})
+    set_connection(
+        monkeypatch,
+        "aoai_foundry2",
+        host=emulator.project_url("proj"),
+        extra={"auth_type": "managed_identity"},
+    )
     hook = AzureOpenAIHook(aoai_conn_id="aoai_foundry2")
     before = len(emulator.faults.requests)
     calls = [
         lambda: hook.import_file(content_url="https://h/a.jsonl", filename="a.jsonl", purpose="fine-tune"),
-        lambda: hook.create_upload(filename="a.jsonl", purpose="fine-tune", total_bytes=10, mime_type="text/jsonl"),
+        lambda: hook.create_upload(
+            filename="a.jsonl", purpose="fine-tune", total_bytes=10, mime_type="text/jsonl"
+        ),
         lambda: hook.upload_multipart(source=chat_file, purpose="fine-tune"),
         lambda: hook.cancel_upload(upload_id="u1"),
     ]

@@ -32,33 +32,62 @@ def trusted(tls_emulator, monkeypatch):
 
 
 def test_client_secret(trusted, monkeypatch, chat_file):
-    set_connection(monkeypatch, "aoai_sp", host=trusted.url, extra={
-        "auth_type": "client_secret", "tenant_id": TENANT, "client_id": CLIENT,
-        "client_secret": trusted.identity.client_secret, "authority_host": trusted.url,
-    })
+    set_connection(
+        monkeypatch,
+        "aoai_sp",
+        host=trusted.url,
+        extra={
+            "auth_type": "client_secret",
+            "tenant_id": TENANT,
+            "client_id": CLIENT,
+            "client_secret": trusted.identity.client_secret,
+            "authority_host": trusted.url,
+        },
+    )
     hook = AzureOpenAIHook(aoai_conn_id="aoai_sp")
     upload = hook.upload_multipart(source=chat_file, purpose="fine-tune")
-    assert hook.wait_for_file(file_id=upload["file"]["id"], poll_interval=0.05, timeout=10)["status"] == "processed"
+    assert (
+        hook.wait_for_file(file_id=upload["file"]["id"], poll_interval=0.05, timeout=10)["status"]
+        == "processed"
+    )
     assert type(hook.client.auth.credential).__name__ == "ClientSecretCredential"
 
 
 def test_a_wrong_client_secret_is_a_credential_error(trusted, monkeypatch):
-    set_connection(monkeypatch, "aoai_sp_bad", host=trusted.url, extra={
-        "auth_type": "client_secret", "tenant_id": TENANT, "client_id": CLIENT,
-        "client_secret": "not-the-secret-0123456789", "authority_host": trusted.url,
-    })
+    set_connection(
+        monkeypatch,
+        "aoai_sp_bad",
+        host=trusted.url,
+        extra={
+            "auth_type": "client_secret",
+            "tenant_id": TENANT,
+            "client_id": CLIENT,
+            "client_secret": "not-the-secret-0123456789",
+            "authority_host": trusted.url,
+        },
+    )
     with pytest.raises(AzureOpenAICredentialError) as caught:
         AzureOpenAIHook(aoai_conn_id="aoai_sp_bad").list_files()
-    assert "ClientSecretCredential" in str(caught.value) and "not-the-secret-0123456789" not in str(caught.value)
+    assert "ClientSecretCredential" in str(caught.value) and "not-the-secret-0123456789" not in str(
+        caught.value
+    )
 
 
 def test_workload_identity(trusted, monkeypatch, tmp_path, chat_file):
     token_file = tmp_path / "azure-identity-token"
     token_file.write_text(trusted.identity.federated_token)
     monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
-    set_connection(monkeypatch, "aoai_wi", host=trusted.project_url("agents"), extra={
-        "auth_type": "workload_identity", "tenant_id": TENANT, "client_id": CLIENT, "authority_host": trusted.url,
-    })
+    set_connection(
+        monkeypatch,
+        "aoai_wi",
+        host=trusted.project_url("agents"),
+        extra={
+            "auth_type": "workload_identity",
+            "tenant_id": TENANT,
+            "client_id": CLIENT,
+            "authority_host": trusted.url,
+        },
+    )
     hook = AzureOpenAIHook(aoai_conn_id="aoai_wi")
     file = hook.upload_file(source=chat_file, purpose="assistants")
     assert hook.get_file(file_id=file["id"])["id"] == file["id"]

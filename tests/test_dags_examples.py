@@ -64,24 +64,38 @@ def test_fine_tune_dag_end_to_end(example_env, tmp_path):
     assert str(run.state).endswith("success"), task_states(run)
     summary = json.loads(report.read_text())
     assert summary["status"] == "processed" and summary["file_id"].startswith("file-")
-    assert example_env.store.get_file(summary["file_id"])["bytes"] == (tmp_path / "training.jsonl").stat().st_size
+    assert (
+        example_env.store.get_file(summary["file_id"])["bytes"]
+        == (tmp_path / "training.jsonl").stat().st_size
+    )
     # the sensor deferred to the trigger, which polled the file
     assert len(example_env.faults.calls("files.get")) >= 1
 
 
 def test_batch_import_dag_end_to_end_with_a_reschedule_sensor(example_env):
     url = example_env.put_blob("requests.jsonl", jsonl([BATCH_LINE, {**BATCH_LINE, "custom_id": "r2"}]))
-    run = load_dag(REPO / "dags_examples" / "example_aoai_batch_import.py").test(run_conf={"content_url": url})
+    run = load_dag(REPO / "dags_examples" / "example_aoai_batch_import.py").test(
+        run_conf={"content_url": url}
+    )
     assert str(run.state).endswith("success"), task_states(run)
-    imported = [f for f in example_env.store.list_files("batch") if f["filename"].startswith("batch-requests-")]
+    imported = [
+        f for f in example_env.store.list_files("batch") if f["filename"].startswith("batch-requests-")
+    ]
     assert imported and imported[-1]["status"] == "processed"
 
 
 def test_foundry_dag_end_to_end(example_env, monkeypatch, tmp_path):
     for name, value in example_env.managed_identity_env().items():
         monkeypatch.setenv(name, value)
-    set_connection(monkeypatch, "aoai_foundry", host=example_env.project_url("demo"), extra={"auth_type": "managed_identity"})
-    run = load_dag(REPO / "dags_examples" / "example_aoai_foundry_agent_files.py").test(run_conf={"workdir": str(tmp_path)})
+    set_connection(
+        monkeypatch,
+        "aoai_foundry",
+        host=example_env.project_url("demo"),
+        extra={"auth_type": "managed_identity"},
+    )
+    run = load_dag(REPO / "dags_examples" / "example_aoai_foundry_agent_files.py").test(
+        run_conf={"workdir": str(tmp_path)}
+    )
     assert str(run.state).endswith("success"), task_states(run)
     assert any(r.path.startswith("/api/projects/demo/files") for r in example_env.faults.requests)
     assert any(f["filename"] == "support-handbook.md" for f in example_env.store.list_files("assistants"))

@@ -31,9 +31,15 @@ def wait_for_status(emu: Emulator, file_id: str, *, timeout: float = 10.0) -> di
         time.sleep(0.05)
 
 
-def upload(emu: Emulator, content: bytes, *, purpose: str = "fine-tune", name: str = "data.jsonl") -> requests.Response:
+def upload(
+    emu: Emulator, content: bytes, *, purpose: str = "fine-tune", name: str = "data.jsonl"
+) -> requests.Response:
     return requests.post(
-        f"{emu.url}/openai/files", params=V, headers=KEY, files={"file": (name, content)}, data={"purpose": purpose}
+        f"{emu.url}/openai/files",
+        params=V,
+        headers=KEY,
+        files={"file": (name, content)},
+        data={"purpose": purpose},
     )
 
 
@@ -64,7 +70,9 @@ def assert_shape(actual, expected, path="body", ignore=()):
     elif isinstance(expected, bool):
         assert isinstance(actual, bool), f"{path}: expected a boolean, got {actual!r}"
     elif isinstance(expected, int):
-        assert isinstance(actual, int) and not isinstance(actual, bool), f"{path}: expected an integer, got {actual!r}"
+        assert isinstance(actual, int) and not isinstance(actual, bool), (
+            f"{path}: expected an integer, got {actual!r}"
+        )
     elif isinstance(expected, str):
         assert isinstance(actual, str), f"{path}: expected a string, got {actual!r}"
 
@@ -79,7 +87,9 @@ def _start_upload(emu, body):
 
 
 def _part(emu, upload_id, data):
-    return requests.post(f"{emu.url}/openai/uploads/{upload_id}/parts", params=V, headers=KEY, files={"data": ("blob", data)})
+    return requests.post(
+        f"{emu.url}/openai/uploads/{upload_id}/parts", params=V, headers=KEY, files={"data": ("blob", data)}
+    )
 
 
 def test_example_upload_file(emulator):
@@ -94,7 +104,9 @@ def test_example_upload_file(emulator):
 
 def test_example_import_file(emulator):
     example = load("import_file.json")
-    answer = requests.post(f"{emulator.url}/openai/files/import", params=V, headers=KEY, json=example["parameters"]["fileImport"])
+    answer = requests.post(
+        f"{emulator.url}/openai/files/import", params=V, headers=KEY, json=example["parameters"]["fileImport"]
+    )
     assert answer.status_code == 201
     assert answer.headers["location"].endswith(f"/openai/files/{answer.json()['id']}")
     assert_shape(answer.json(), example["responses"]["201"]["body"])
@@ -123,7 +135,9 @@ def test_example_delete_file(emulator):
     assert answer.status_code == 200
     assert answer.json() == {"object": "file", "deleted": True, "id": created["id"]}
     assert_shape(answer.json(), example["responses"]["200"]["body"])
-    assert requests.get(f"{emulator.url}/openai/files/{created['id']}", params=V, headers=KEY).status_code == 404
+    assert (
+        requests.get(f"{emulator.url}/openai/files/{created['id']}", params=V, headers=KEY).status_code == 404
+    )
 
 
 def test_example_upload_start(emulator):
@@ -139,7 +153,9 @@ def test_example_upload_start(emulator):
 
 def test_example_upload_part(emulator):
     example = load("upload_file_part.json")
-    upload_id = _start_upload(emulator, {"purpose": "fine-tune", "filename": "x.jsonl", "bytes": 16, "mime_type": "text/jsonl"}).json()["id"]
+    upload_id = _start_upload(
+        emulator, {"purpose": "fine-tune", "filename": "x.jsonl", "bytes": 16, "mime_type": "text/jsonl"}
+    ).json()["id"]
     answer = _part(emulator, upload_id, example["parameters"]["data"].encode())
     assert answer.status_code == 200
     assert_shape(answer.json(), example["responses"]["200"]["body"])
@@ -150,13 +166,24 @@ def test_example_upload_complete_with_block_ids(emulator):
     example = load("upload_file_complete.json")
     first, second = jsonl([CHAT_LINE]), jsonl([CHAT_LINE] * 2)
     upload_id = _start_upload(
-        emulator, {"purpose": "fine-tune", "filename": "training_data_v21.jsonl", "bytes": len(first + second), "mime_type": "application/json"}
+        emulator,
+        {
+            "purpose": "fine-tune",
+            "filename": "training_data_v21.jsonl",
+            "bytes": len(first + second),
+            "mime_type": "application/json",
+        },
     ).json()["id"]
     parts = [_part(emulator, upload_id, data).json() for data in (first, second)]
     # The spec's example lists azure_block_id values as part_ids.
     answer = requests.post(
-        f"{emulator.url}/openai/uploads/{upload_id}/complete", params=V, headers=KEY,
-        json={"part_ids": [p["azure_block_id"] for p in parts], "md5": hashlib.md5(first + second).hexdigest()},
+        f"{emulator.url}/openai/uploads/{upload_id}/complete",
+        params=V,
+        headers=KEY,
+        json={
+            "part_ids": [p["azure_block_id"] for p in parts],
+            "md5": hashlib.md5(first + second).hexdigest(),
+        },
     )
     assert answer.status_code == 200, answer.text
     assert_shape(answer.json(), example["responses"]["200"]["body"])
@@ -169,14 +196,18 @@ def test_example_upload_complete_with_block_ids(emulator):
 
 def test_example_upload_cancel(emulator):
     example = load("upload_file_cancel.json")
-    upload_id = _start_upload(emulator, {"purpose": "fine-tune", "filename": "x.jsonl", "bytes": 10, "mime_type": "text/jsonl"}).json()["id"]
+    upload_id = _start_upload(
+        emulator, {"purpose": "fine-tune", "filename": "x.jsonl", "bytes": 10, "mime_type": "text/jsonl"}
+    ).json()["id"]
     answer = requests.post(f"{emulator.url}/openai/uploads/{upload_id}/cancel", params=V, headers=KEY)
     assert answer.status_code == 200
     assert_shape(answer.json(), example["responses"]["200"]["body"], ignore=("file",))
     assert answer.json()["status"] == "cancelled"
 
 
-@pytest.mark.parametrize("example_name", ["Files_UploadFile_MaximumSet_Gen.json", "Files_UploadFile_MinimumSet_Gen.json"])
+@pytest.mark.parametrize(
+    "example_name", ["Files_UploadFile_MaximumSet_Gen.json", "Files_UploadFile_MinimumSet_Gen.json"]
+)
 def test_example_foundry_upload(emulator, example_name):
     example = load(example_name, FOUNDRY_EXAMPLES)
     params = example["parameters"]
@@ -185,9 +216,11 @@ def test_example_foundry_upload(emulator, example_name):
     if "filename" in params:
         data["filename"] = params["filename"]
     answer = requests.post(
-        f"{emulator.project_url('p1')}/files", params={"api-version": "v1"},
+        f"{emulator.project_url('p1')}/files",
+        params={"api-version": "v1"},
         headers={"Authorization": f"Bearer {token(emulator, 'https://ai.azure.com')}"},
-        files={"file": ("upload.bin", content)}, data=data,
+        files={"file": ("upload.bin", content)},
+        data=data,
     )
     assert answer.status_code == 200, answer.text
     expected = {k: v for k, v in example["responses"]["200"]["body"].items() if k != "status_details"}
@@ -201,11 +234,18 @@ def test_example_foundry_get_file(emulator):
     project = emulator.project_url("p1")
     # A fine-tune upload that is not JSON Lines ends in error, which gives the file its status_details.
     created = requests.post(
-        f"{project}/files", params={"api-version": "v1"}, headers=bearer,
-        files={"file": ("bad.jsonl", b"not json")}, data={"purpose": "fine-tune"},
+        f"{project}/files",
+        params={"api-version": "v1"},
+        headers=bearer,
+        files={"file": ("bad.jsonl", b"not json")},
+        data={"purpose": "fine-tune"},
     ).json()
     deadline = time.monotonic() + 10
-    while (file := requests.get(f"{project}/files/{created['id']}", params={"api-version": "v1"}, headers=bearer).json())["status"] != "error":
+    while (
+        file := requests.get(
+            f"{project}/files/{created['id']}", params={"api-version": "v1"}, headers=bearer
+        ).json()
+    )["status"] != "error":
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert_shape(file, example["responses"]["200"]["body"])
@@ -218,7 +258,9 @@ def test_lifecycle_goes_pending_running_processed():
         file = upload(emu, jsonl([CHAT_LINE])).json()
         seen = [file["status"]]
         while seen[-1] not in ("processed", "error"):
-            seen.append(requests.get(f"{emu.url}/openai/files/{file['id']}", params=V, headers=KEY).json()["status"])
+            seen.append(
+                requests.get(f"{emu.url}/openai/files/{file['id']}", params=V, headers=KEY).json()["status"]
+            )
             time.sleep(0.05)
     assert seen[0] == "pending"
     assert "running" in seen
@@ -244,22 +286,40 @@ def test_invalid_jsonl_ends_in_error_naming_the_line(emulator, purpose, content,
 
 
 def test_valid_batch_file_is_processed_and_other_purposes_are_not_validated(emulator):
-    assert wait_for_status(emulator, upload(emulator, jsonl([BATCH_LINE]), purpose="batch").json()["id"])["status"] == "processed"
-    assert wait_for_status(emulator, upload(emulator, b"%PDF-1.7", purpose="assistants", name="a.pdf").json()["id"])["status"] == "processed"
+    assert (
+        wait_for_status(emulator, upload(emulator, jsonl([BATCH_LINE]), purpose="batch").json()["id"])[
+            "status"
+        ]
+        == "processed"
+    )
+    assert (
+        wait_for_status(
+            emulator, upload(emulator, b"%PDF-1.7", purpose="assistants", name="a.pdf").json()["id"]
+        )["status"]
+        == "processed"
+    )
 
 
 def test_import_downloads_the_url_and_keeps_sas_out_of_status(emulator):
     url = emulator.put_blob("train.jsonl", jsonl([CHAT_LINE] * 3))
-    file = requests.post(f"{emulator.url}/openai/files/import", params=V, headers=KEY,
-                         json={"content_url": url, "filename": "train.jsonl", "purpose": "fine-tune"}).json()
+    file = requests.post(
+        f"{emulator.url}/openai/files/import",
+        params=V,
+        headers=KEY,
+        json={"content_url": url, "filename": "train.jsonl", "purpose": "fine-tune"},
+    ).json()
     assert file["status"] == "pending"
     final = wait_for_status(emulator, file["id"])
     assert final["status"] == "processed"
     assert final["bytes"] == len(jsonl([CHAT_LINE] * 3))
 
     missing = emulator.blob_url("missing.jsonl", sas="sv=1&sig=very-secret-signature-value")
-    failed = requests.post(f"{emulator.url}/openai/files/import", params=V, headers=KEY,
-                           json={"content_url": missing, "filename": "m.jsonl", "purpose": "fine-tune"}).json()
+    failed = requests.post(
+        f"{emulator.url}/openai/files/import",
+        params=V,
+        headers=KEY,
+        json={"content_url": missing, "filename": "m.jsonl", "purpose": "fine-tune"},
+    ).json()
     final = wait_for_status(emulator, failed["id"])
     assert final["status"] == "error"
     assert "fileImportFailed" in final["status_details"] and "404" in final["status_details"]
@@ -268,7 +328,9 @@ def test_import_downloads_the_url_and_keeps_sas_out_of_status(emulator):
 
 # ------------------------------------------------------------------------------ upload rules
 def _new_upload(emu, size, purpose="assistants"):
-    return _start_upload(emu, {"purpose": purpose, "filename": "x.bin", "bytes": size, "mime_type": "application/octet-stream"}).json()["id"]
+    return _start_upload(
+        emu, {"purpose": purpose, "filename": "x.bin", "bytes": size, "mime_type": "application/octet-stream"}
+    ).json()["id"]
 
 
 def test_upload_rules(emulator):
@@ -283,18 +345,30 @@ def test_upload_rules(emulator):
     unknown = requests.post(complete, params=V, headers=KEY, json={"part_ids": [part["id"], "uplprt-nope"]})
     assert unknown.status_code == 400 and unknown.json()["error"]["target"] == "part_ids"
     # md5 is checked
-    bad_md5 = requests.post(complete, params=V, headers=KEY, json={"part_ids": [part["id"], second["id"]], "md5": "0" * 32})
+    bad_md5 = requests.post(
+        complete, params=V, headers=KEY, json={"part_ids": [part["id"], second["id"]], "md5": "0" * 32}
+    )
     assert bad_md5.status_code == 400 and bad_md5.json()["error"]["target"] == "md5"
     # parts are assembled in part_ids order
-    done = requests.post(complete, params=V, headers=KEY, json={"part_ids": [second["id"], part["id"]], "md5": hashlib.md5(b"defabc").hexdigest()})
+    done = requests.post(
+        complete,
+        params=V,
+        headers=KEY,
+        json={"part_ids": [second["id"], part["id"]], "md5": hashlib.md5(b"defabc").hexdigest()},
+    )
     assert done.status_code == 200, done.text
-    content = requests.get(f"{emulator.url}/openai/files/{done.json()['file']['id']}/content", params=V, headers=KEY)
+    content = requests.get(
+        f"{emulator.url}/openai/files/{done.json()['file']['id']}/content", params=V, headers=KEY
+    )
     assert content.content == b"defabc"
     # no parts, complete or cancel after complete
     late = _part(emulator, upload_id, b"x")
     assert late.status_code == 409 and late.json()["error"]["code"] == "unexpectedEntityState"
     assert requests.post(complete, params=V, headers=KEY, json={"part_ids": [part["id"]]}).status_code == 409
-    assert requests.post(f"{emulator.url}/openai/uploads/{upload_id}/cancel", params=V, headers=KEY).status_code == 409
+    assert (
+        requests.post(f"{emulator.url}/openai/uploads/{upload_id}/cancel", params=V, headers=KEY).status_code
+        == 409
+    )
 
 
 def test_no_parts_after_cancel_and_uploads_expire():
@@ -315,25 +389,118 @@ def test_no_parts_after_cancel_and_uploads_expire():
 @pytest.mark.parametrize(
     ("request_kwargs", "status", "target"),
     [
-        ({"method": "POST", "path": "files", "data": {"purpose": "fine-tune"}, "files": {"other": ("x", b"1")}}, 400, "file"),
+        (
+            {
+                "method": "POST",
+                "path": "files",
+                "data": {"purpose": "fine-tune"},
+                "files": {"other": ("x", b"1")},
+            },
+            400,
+            "file",
+        ),
         ({"method": "POST", "path": "files", "files": {"file": ("a.jsonl", b"{}")}}, 400, "purpose"),
-        ({"method": "POST", "path": "files", "data": {"purpose": "poetry"}, "files": {"file": ("a.jsonl", b"{}")}}, 400, "purpose"),
-        ({"method": "POST", "path": "files", "data": {"purpose": "fine-tune"}, "files": {"file": ("a.jsonl", b"")}}, 400, "file"),
+        (
+            {
+                "method": "POST",
+                "path": "files",
+                "data": {"purpose": "poetry"},
+                "files": {"file": ("a.jsonl", b"{}")},
+            },
+            400,
+            "purpose",
+        ),
+        (
+            {
+                "method": "POST",
+                "path": "files",
+                "data": {"purpose": "fine-tune"},
+                "files": {"file": ("a.jsonl", b"")},
+            },
+            400,
+            "file",
+        ),
         ({"method": "POST", "path": "files", "json": {"purpose": "fine-tune"}}, 415, None),
-        ({"method": "POST", "path": "files", "data": b"--x\r\ngarbage", "headers": {"Content-Type": "multipart/form-data; boundary=x"}}, 400, None),
-        ({"method": "POST", "path": "files/import", "data": "{not json", "headers": {"Content-Type": "application/json"}}, 400, None),
-        ({"method": "POST", "path": "files/import", "json": {"filename": "a", "purpose": "fine-tune"}}, 400, "content_url"),
-        ({"method": "POST", "path": "files/import", "json": {"content_url": "ftp://x/y", "filename": "a", "purpose": "fine-tune"}}, 400, "content_url"),
-        ({"method": "POST", "path": "files/import", "json": {"content_url": "https://x/y", "filename": "", "purpose": "fine-tune"}}, 400, "filename"),
-        ({"method": "POST", "path": "uploads", "json": {"purpose": "fine-tune", "filename": "a", "bytes": "10", "mime_type": "t"}}, 400, "bytes"),
-        ({"method": "POST", "path": "uploads", "json": {"purpose": "fine-tune", "filename": "a", "bytes": 10 ** 12, "mime_type": "t"}}, 400, "bytes"),
-        ({"method": "POST", "path": "uploads", "json": {"purpose": "fine-tune", "filename": "a", "bytes": 10}}, 400, "mime_type"),
+        (
+            {
+                "method": "POST",
+                "path": "files",
+                "data": b"--x\r\ngarbage",
+                "headers": {"Content-Type": "multipart/form-data; boundary=x"},
+            },
+            400,
+            None,
+        ),
+        (
+            {
+                "method": "POST",
+                "path": "files/import",
+                "data": "{not json",
+                "headers": {"Content-Type": "application/json"},
+            },
+            400,
+            None,
+        ),
+        (
+            {"method": "POST", "path": "files/import", "json": {"filename": "a", "purpose": "fine-tune"}},
+            400,
+            "content_url",
+        ),
+        (
+            {
+                "method": "POST",
+                "path": "files/import",
+                "json": {"content_url": "ftp://x/y", "filename": "a", "purpose": "fine-tune"},
+            },
+            400,
+            "content_url",
+        ),
+        (
+            {
+                "method": "POST",
+                "path": "files/import",
+                "json": {"content_url": "https://x/y", "filename": "", "purpose": "fine-tune"},
+            },
+            400,
+            "filename",
+        ),
+        (
+            {
+                "method": "POST",
+                "path": "uploads",
+                "json": {"purpose": "fine-tune", "filename": "a", "bytes": "10", "mime_type": "t"},
+            },
+            400,
+            "bytes",
+        ),
+        (
+            {
+                "method": "POST",
+                "path": "uploads",
+                "json": {"purpose": "fine-tune", "filename": "a", "bytes": 10**12, "mime_type": "t"},
+            },
+            400,
+            "bytes",
+        ),
+        (
+            {
+                "method": "POST",
+                "path": "uploads",
+                "json": {"purpose": "fine-tune", "filename": "a", "bytes": 10},
+            },
+            400,
+            "mime_type",
+        ),
         ({"method": "POST", "path": "uploads", "json": ["a"]}, 400, None),
         ({"method": "GET", "path": "files/file-unknown"}, 404, "file_id"),
         ({"method": "DELETE", "path": "files/file-unknown"}, 404, "file_id"),
         ({"method": "GET", "path": "files/file-unknown/content"}, 404, "file_id"),
         ({"method": "POST", "path": "uploads/fine-tune-unknown/cancel"}, 404, "upload_id"),
-        ({"method": "POST", "path": "uploads/fine-tune-unknown/complete", "json": {"part_ids": ["a"]}}, 404, "upload_id"),
+        (
+            {"method": "POST", "path": "uploads/fine-tune-unknown/complete", "json": {"part_ids": ["a"]}},
+            404,
+            "upload_id",
+        ),
     ],
 )
 def test_bad_input_gets_a_4xx_naming_the_problem(emulator, request_kwargs, status, target):
@@ -367,22 +534,49 @@ def test_api_versions(emulator):
     assert requests.get(files, headers=KEY).status_code == 400
     uploads = f"{emulator.url}/openai/uploads"
     body = {"purpose": "fine-tune", "filename": "a", "bytes": 1, "mime_type": "t"}
-    assert requests.post(uploads, params={"api-version": "2024-06-01"}, headers=KEY, json=body).status_code == 404
-    assert requests.post(uploads, params={"api-version": "2025-04-01-preview"}, headers=KEY, json=body).status_code == 200
+    assert (
+        requests.post(uploads, params={"api-version": "2024-06-01"}, headers=KEY, json=body).status_code
+        == 404
+    )
+    assert (
+        requests.post(
+            uploads, params={"api-version": "2025-04-01-preview"}, headers=KEY, json=body
+        ).status_code
+        == 200
+    )
     assert requests.get(f"{emulator.url}/openai/v1/files", headers=KEY).status_code == 200
-    assert requests.get(f"{emulator.url}/openai/v1/files", params={"api-version": "preview"}, headers=KEY).status_code == 200
-    assert requests.get(f"{emulator.url}/openai/v1/files", params={"api-version": "2024-10-21"}, headers=KEY).status_code == 400
+    assert (
+        requests.get(
+            f"{emulator.url}/openai/v1/files", params={"api-version": "preview"}, headers=KEY
+        ).status_code
+        == 200
+    )
+    assert (
+        requests.get(
+            f"{emulator.url}/openai/v1/files", params={"api-version": "2024-10-21"}, headers=KEY
+        ).status_code
+        == 400
+    )
 
 
 def test_v1_surface_shapes(emulator):
-    created = requests.post(f"{emulator.url}/openai/v1/files", headers={"Authorization": f"Bearer {API_KEY}"},
-                            files={"file": ("a.jsonl", jsonl([CHAT_LINE]))}, data={"purpose": "fine-tune"})
+    created = requests.post(
+        f"{emulator.url}/openai/v1/files",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        files={"file": ("a.jsonl", jsonl([CHAT_LINE]))},
+        data={"purpose": "fine-tune"},
+    )
     assert created.status_code == 200 and "location" not in created.headers
     listing = requests.get(f"{emulator.url}/openai/v1/files", headers=KEY).json()
     assert {"object", "data", "first_id", "last_id", "has_more"} <= set(listing)
     missing = requests.get(f"{emulator.url}/openai/v1/files/file-nope", headers=KEY)
     assert missing.status_code == 404
-    assert missing.json()["error"] == {"code": "notFound", "message": missing.json()["error"]["message"], "param": "file_id", "type": "error"}
+    assert missing.json()["error"] == {
+        "code": "notFound",
+        "message": missing.json()["error"]["message"],
+        "param": "file_id",
+        "type": "error",
+    }
     assert missing.headers["apim-request-id"] == missing.headers["x-request-id"]
 
 
@@ -393,14 +587,33 @@ def test_auth_rules(emulator):
     assert requests.get(files, params=V).status_code == 401
     wrong = requests.get(files, params=V, headers={"api-key": "wrong"})
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
-    cognitive, foundry = token(emulator, "https://cognitiveservices.azure.com"), token(emulator, "https://ai.azure.com")
+    cognitive, foundry = (
+        token(emulator, "https://cognitiveservices.azure.com"),
+        token(emulator, "https://ai.azure.com"),
+    )
     assert requests.get(files, params=V, headers={"Authorization": f"Bearer {cognitive}"}).status_code == 200
     assert requests.get(files, params=V, headers={"Authorization": f"Bearer {foundry}"}).status_code == 401
-    assert requests.get(project_files, params={"api-version": "v1"}, headers={"Authorization": f"Bearer {foundry}"}).status_code == 200
-    wrong_audience = requests.get(project_files, params={"api-version": "v1"}, headers={"Authorization": f"Bearer {cognitive}"})
-    assert wrong_audience.status_code == 401 and set(wrong_audience.json()["error"]) == {"code", "message", "param", "type"}
+    assert (
+        requests.get(
+            project_files, params={"api-version": "v1"}, headers={"Authorization": f"Bearer {foundry}"}
+        ).status_code
+        == 200
+    )
+    wrong_audience = requests.get(
+        project_files, params={"api-version": "v1"}, headers={"Authorization": f"Bearer {cognitive}"}
+    )
+    assert wrong_audience.status_code == 401 and set(wrong_audience.json()["error"]) == {
+        "code",
+        "message",
+        "param",
+        "type",
+    }
     assert requests.get(project_files, params={"api-version": "v1"}, headers=KEY).status_code == 401
-    bad_header = requests.get(emulator.identity_endpoint, params={"resource": "https://ai.azure.com"}, headers={"X-IDENTITY-HEADER": "x"})
+    bad_header = requests.get(
+        emulator.identity_endpoint,
+        params={"resource": "https://ai.azure.com"},
+        headers={"X-IDENTITY-HEADER": "x"},
+    )
     assert bad_header.status_code == 401
 
 
@@ -417,7 +630,12 @@ def test_tokens_expire():
 # ------------------------------------------------------------------------------ faults and link
 def test_faults_over_the_control_endpoint(emulator):
     control = f"{emulator.url}/_emulator/faults"
-    assert requests.post(control, json={"operation": "files.list", "status": 429, "retry_after": "2", "count": 2}).status_code == 200
+    assert (
+        requests.post(
+            control, json={"operation": "files.list", "status": 429, "retry_after": "2", "count": 2}
+        ).status_code
+        == 200
+    )
     assert requests.post(control, json={"operation": "bogus", "status": 500}).status_code == 400
     for _ in range(2):
         answer = requests.get(f"{emulator.url}/openai/files", params=V, headers=KEY)
@@ -448,7 +666,10 @@ def test_wan_link_caps_bandwidth(emulator):
 
 def test_forced_status_sequence(emulator):
     file = upload(emulator, jsonl([CHAT_LINE])).json()
-    requests.post(f"{emulator.url}/_emulator/files/{file['id']}/statuses", json={"statuses": ["running", "error"], "status_details": "boom"})
+    requests.post(
+        f"{emulator.url}/_emulator/files/{file['id']}/statuses",
+        json={"statuses": ["running", "error"], "status_details": "boom"},
+    )
     url = f"{emulator.url}/openai/files/{file['id']}"
     seen = [requests.get(url, params=V, headers=KEY).json() for _ in range(3)]
     assert [f["status"] for f in seen] == ["running", "error", "error"]
@@ -461,15 +682,32 @@ def test_data_dir_survives_a_restart(tmp_path):
         file_id = upload(emu, jsonl([CHAT_LINE])).json()["id"]
         assert wait_for_status(emu, file_id)["status"] == "processed"
     with Emulator(api_key=API_KEY, data_dir=tmp_path) as emu:
-        assert requests.get(f"{emu.url}/openai/files/{file_id}", params=V, headers=KEY).json()["status"] == "processed"
-        assert requests.get(f"{emu.url}/openai/files/{file_id}/content", params=V, headers=KEY).content == jsonl([CHAT_LINE])
+        assert (
+            requests.get(f"{emu.url}/openai/files/{file_id}", params=V, headers=KEY).json()["status"]
+            == "processed"
+        )
+        assert requests.get(
+            f"{emu.url}/openai/files/{file_id}/content", params=V, headers=KEY
+        ).content == jsonl([CHAT_LINE])
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_command_line_prints_its_url_and_exits_zero_on_signal(tmp_path, stop_signal):
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_aoai.emulator", "--port", "0", "--api-key", API_KEY, "--data-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_aoai.emulator",
+            "--port",
+            "0",
+            "--api-key",
+            API_KEY,
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = process.stdout.readline().strip()
@@ -488,11 +726,16 @@ def test_command_line_prints_its_url_and_exits_zero_on_signal(tmp_path, stop_sig
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "aoai-emulator"
     assert script.exists()
-    assert "usage: aoai-emulator" in subprocess.run([str(script), "--help"], capture_output=True, text=True, env=os.environ).stdout
+    assert (
+        "usage: aoai-emulator"
+        in subprocess.run([str(script), "--help"], capture_output=True, text=True, env=os.environ).stdout
+    )
 
 
 def test_unknown_routes_answer_in_the_surface_shape(emulator):
-    foundry_import = requests.post(f"{emulator.project_url('p')}/files/import", params={"api-version": "v1"}, json={})
+    foundry_import = requests.post(
+        f"{emulator.project_url('p')}/files/import", params={"api-version": "v1"}, json={}
+    )
     assert foundry_import.status_code in (404, 405)
     assert set(foundry_import.json()["error"]) == {"code", "message", "param", "type"}
     nowhere = requests.get(f"{emulator.url}/openai/nowhere", params=V, headers=KEY)

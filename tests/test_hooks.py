@@ -35,7 +35,11 @@ def request_count(emulator) -> int:
 # ------------------------------------------------------------------------------ files
 def test_upload_file_get_list_download_delete(hook, emulator, chat_file, tmp_path):
     file = hook.upload_file(source=chat_file, purpose="fine-tune")
-    assert file["object"] == "file" and file["filename"] == "train.jsonl" and file["bytes"] == chat_file.stat().st_size
+    assert (
+        file["object"] == "file"
+        and file["filename"] == "train.jsonl"
+        and file["bytes"] == chat_file.stat().st_size
+    )
     assert FileStatus(file["status"]) is FileStatus.PENDING
     processed = hook.wait_for_file(file_id=file["id"], **FAST)
     assert processed["status"] == "processed"
@@ -44,7 +48,11 @@ def test_upload_file_get_list_download_delete(hook, emulator, chat_file, tmp_pat
     assert file["id"] not in {f["id"] for f in hook.list_files(purpose="batch")}
     result = hook.download_file(file_id=file["id"], destination=tmp_path / "copy.jsonl")
     assert (tmp_path / "copy.jsonl").read_bytes() == chat_file.read_bytes()
-    assert result == {"file_id": file["id"], "destination": str(tmp_path / "copy.jsonl"), "bytes": chat_file.stat().st_size}
+    assert result == {
+        "file_id": file["id"],
+        "destination": str(tmp_path / "copy.jsonl"),
+        "bytes": chat_file.stat().st_size,
+    }
     json.dumps(result)  # XCom-ready
     assert hook.delete_file(file_id=file["id"]) == {"object": "file", "deleted": True, "id": file["id"]}
     with pytest.raises(AzureOpenAINotFoundError) as caught:
@@ -53,13 +61,15 @@ def test_upload_file_get_list_download_delete(hook, emulator, chat_file, tmp_pat
 
 
 def test_upload_file_with_a_filename_override(hook, chat_file):
-    assert hook.upload_file(source=chat_file, purpose="fine-tune", filename="renamed.jsonl")["filename"] == "renamed.jsonl"
+    assert (
+        hook.upload_file(source=chat_file, purpose="fine-tune", filename="renamed.jsonl")["filename"]
+        == "renamed.jsonl"
+    )
 
 
 def test_sources_of_every_kind(hook, chat_file):
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
     import fsspec
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     with fsspec.open("memory://datasets/train.jsonl", "wb") as out:
         out.write(chat_file.read_bytes())
@@ -73,7 +83,9 @@ def test_sources_of_every_kind(hook, chat_file):
     ]
     for source in sources:
         assert hook.upload_file(source=source, purpose="fine-tune")["bytes"] == size, source
-    upload = hook.upload_multipart(source="memory://datasets/train.jsonl", purpose="fine-tune", part_size=1024 * 1024)
+    upload = hook.upload_multipart(
+        source="memory://datasets/train.jsonl", purpose="fine-tune", part_size=1024 * 1024
+    )
     assert upload["file"]["bytes"] == size and upload["filename"] == "train.jsonl"
 
 
@@ -102,12 +114,16 @@ def test_wait_for_file_raises_with_status_details_and_times_out(hook, emulator, 
 # ------------------------------------------------------------------------------ uploads
 def test_upload_steps_one_by_one(hook, emulator):
     data = jsonl([CHAT_LINE] * 3)
-    upload = hook.create_upload(filename="steps.jsonl", purpose="fine-tune", total_bytes=len(data), mime_type="text/jsonl")
+    upload = hook.create_upload(
+        filename="steps.jsonl", purpose="fine-tune", total_bytes=len(data), mime_type="text/jsonl"
+    )
     assert UploadStatus(upload["status"]) is UploadStatus.PENDING
     first = hook.add_upload_part(upload_id=upload["id"], data=data[:10])
     second = hook.add_upload_part(upload_id=upload["id"], data=data[10:])
     assert first["upload_id"] == upload["id"] and first["object"] == "upload.part"
-    done = hook.complete_upload(upload_id=upload["id"], part_ids=[first["id"], second["id"]], md5=hashlib.md5(data).hexdigest())
+    done = hook.complete_upload(
+        upload_id=upload["id"], part_ids=[first["id"], second["id"]], md5=hashlib.md5(data).hexdigest()
+    )
     assert UploadStatus(done["status"]) is UploadStatus.COMPLETED and done["file"]["bytes"] == len(data)
     other = hook.create_upload(filename="x.jsonl", purpose="fine-tune", total_bytes=5, mime_type="text/jsonl")
     assert hook.cancel_upload(upload_id=other["id"])["status"] == "cancelled"
@@ -123,7 +139,10 @@ def test_upload_multipart_parallel_parts_and_md5(hook, emulator, tmp_path):
     assert len([p for p in parts if p.status == 200]) == -(-path.stat().st_size // (1024 * 1024))
     assert emulator.faults.peak_in_flight["uploads.parts"] == 4
     assert hook.wait_for_file(file_id=upload["file"]["id"], **FAST)["status"] == "processed"
-    assert hook.download_file(file_id=upload["file"]["id"], destination=tmp_path / "back.jsonl")["bytes"] == path.stat().st_size
+    assert (
+        hook.download_file(file_id=upload["file"]["id"], destination=tmp_path / "back.jsonl")["bytes"]
+        == path.stat().st_size
+    )
     assert (tmp_path / "back.jsonl").read_bytes() == path.read_bytes()
     json.dumps(upload)
 
@@ -151,7 +170,9 @@ def test_upload_multipart_stop_event_cancels(hook, emulator, tmp_path):
         stop.set()  # as on_kill would, right after the upload exists
 
     with pytest.raises(AzureOpenAIUploadError):
-        hook.upload_multipart(source=path, purpose="fine-tune", part_size=1024 * 1024, stop=stop, on_upload_created=on_created)
+        hook.upload_multipart(
+            source=path, purpose="fine-tune", part_size=1024 * 1024, stop=stop, on_upload_created=on_created
+        )
     assert emulator.store.get_upload(created[0])["status"] == "cancelled"
 
 
@@ -161,7 +182,9 @@ def test_upload_multipart_logs_progress(hook, tmp_path, capsys, caplog):
     path.write_bytes(jsonl([CHAT_LINE] * 20000))
     hook.upload_multipart(source=path, purpose="fine-tune", part_size=1024 * 1024, progress_interval=0)
     captured = capsys.readouterr()  # Airflow 3 logs to stdout through structlog, Airflow 2 through logging
-    progress = [line for line in (captured.out + captured.err + caplog.text).splitlines() if "Uploaded " in line]
+    progress = [
+        line for line in (captured.out + captured.err + caplog.text).splitlines() if "Uploaded " in line
+    ]
     assert progress and "MB/s" in progress[-1] and "ETA" in progress[-1] and "(100.0%)" in progress[-1]
 
 
@@ -179,19 +202,62 @@ def _sparse(tmp_path, name, size):
         (lambda h, p: h.upload_file(source=p / "missing.jsonl", purpose="fine-tune"), "source"),
         (lambda h, p: h.upload_file(source=p, purpose="fine-tune"), "source"),  # a directory
         (lambda h, p: h.upload_file(source=_sparse(p, "empty.jsonl", 0), purpose="fine-tune"), "source"),
-        (lambda h, p: h.upload_file(source=_sparse(p, "huge.bin", MAX_FILE_BYTES + 1), purpose="assistants"), "source"),
+        (
+            lambda h, p: h.upload_file(
+                source=_sparse(p, "huge.bin", MAX_FILE_BYTES + 1), purpose="assistants"
+            ),
+            "source",
+        ),
         (lambda h, p: h.upload_file(source=_sparse(p, "a.bin", 10), purpose="poetry"), "purpose"),
         (lambda h, p: h.upload_file(source=_sparse(p, "zeros.jsonl", 10), purpose="fine-tune"), "source"),
-        (lambda h, p: h.upload_file(source=_sparse(p, "a.bin", 10), purpose="assistants", filename=" "), "filename"),
-        (lambda h, p: h.import_file(content_url="not a url", filename="a.jsonl", purpose="fine-tune"), "content_url"),
-        (lambda h, p: h.import_file(content_url="ftp://host/a.jsonl", filename="a.jsonl", purpose="fine-tune"), "content_url"),
-        (lambda h, p: h.import_file(content_url="https://h/a.jsonl", filename="", purpose="fine-tune"), "filename"),
-        (lambda h, p: h.import_file(content_url="https://h/a.jsonl", filename="a", purpose="vision"), "purpose"),
-        (lambda h, p: h.upload_multipart(source=_sparse(p, "a.bin", 10), purpose="assistants", part_size=1000), "part_size"),
-        (lambda h, p: h.upload_multipart(source=_sparse(p, "a.bin", 10), purpose="assistants", part_size=2 ** 40), "part_size"),
-        (lambda h, p: h.upload_multipart(source=_sparse(p, "a.bin", 10), purpose="assistants", max_concurrency=0), "max_concurrency"),
-        (lambda h, p: h.upload_multipart(source=_sparse(p, "a.bin", 9 * 2 ** 30 + 1), purpose="assistants"), "source"),
-        (lambda h, p: h.create_upload(filename="a", purpose="fine-tune", total_bytes=0, mime_type="t"), "total_bytes"),
+        (
+            lambda h, p: h.upload_file(source=_sparse(p, "a.bin", 10), purpose="assistants", filename=" "),
+            "filename",
+        ),
+        (
+            lambda h, p: h.import_file(content_url="not a url", filename="a.jsonl", purpose="fine-tune"),
+            "content_url",
+        ),
+        (
+            lambda h, p: h.import_file(
+                content_url="ftp://host/a.jsonl", filename="a.jsonl", purpose="fine-tune"
+            ),
+            "content_url",
+        ),
+        (
+            lambda h, p: h.import_file(content_url="https://h/a.jsonl", filename="", purpose="fine-tune"),
+            "filename",
+        ),
+        (
+            lambda h, p: h.import_file(content_url="https://h/a.jsonl", filename="a", purpose="vision"),
+            "purpose",
+        ),
+        (
+            lambda h, p: h.upload_multipart(
+                source=_sparse(p, "a.bin", 10), purpose="assistants", part_size=1000
+            ),
+            "part_size",
+        ),
+        (
+            lambda h, p: h.upload_multipart(
+                source=_sparse(p, "a.bin", 10), purpose="assistants", part_size=2**40
+            ),
+            "part_size",
+        ),
+        (
+            lambda h, p: h.upload_multipart(
+                source=_sparse(p, "a.bin", 10), purpose="assistants", max_concurrency=0
+            ),
+            "max_concurrency",
+        ),
+        (
+            lambda h, p: h.upload_multipart(source=_sparse(p, "a.bin", 9 * 2**30 + 1), purpose="assistants"),
+            "source",
+        ),
+        (
+            lambda h, p: h.create_upload(filename="a", purpose="fine-tune", total_bytes=0, mime_type="t"),
+            "total_bytes",
+        ),
         (lambda h, p: h.complete_upload(upload_id="u", part_ids=[]), "part_ids"),
         (lambda h, p: h.get_file(file_id="../etc"), "file_id"),
         (lambda h, p: h.add_upload_part(upload_id="u", data=b""), "data"),
@@ -246,9 +312,27 @@ def test_test_connection_reports_failure_without_the_key(emulator, monkeypatch):
     [
         ({"host": "https://x.openai.azure.com"}, "password"),
         ({"host": "https://x.openai.azure.com", "extra": {"auth_type": "magic"}}, "magic"),
-        ({"host": "https://x.openai.azure.com", "extra": {"auth_type": "client_secret", "client_id": "c", "client_secret": "s"}}, "tenant_id"),
-        ({"host": "https://x.openai.azure.com", "extra": {"auth_type": "client_secret", "tenant_id": "t", "client_secret": "s"}}, "client_id"),
-        ({"host": "https://x.openai.azure.com", "extra": {"auth_type": "client_secret", "tenant_id": "t", "client_id": "c"}}, "client_secret"),
+        (
+            {
+                "host": "https://x.openai.azure.com",
+                "extra": {"auth_type": "client_secret", "client_id": "c", "client_secret": "s"},
+            },
+            "tenant_id",
+        ),
+        (
+            {
+                "host": "https://x.openai.azure.com",
+                "extra": {"auth_type": "client_secret", "tenant_id": "t", "client_secret": "s"},
+            },
+            "client_id",
+        ),
+        (
+            {
+                "host": "https://x.openai.azure.com",
+                "extra": {"auth_type": "client_secret", "tenant_id": "t", "client_id": "c"},
+            },
+            "client_secret",
+        ),
         ({"host": "", "password": "k"}, "host"),
         ({"host": "http://x.openai.azure.com", "password": "k"}, "plain http"),
         ({"host": "https://x.services.ai.azure.com/api/projects/p", "password": "k"}, "Entra ID"),
@@ -265,7 +349,9 @@ def test_incomplete_connections_name_the_connection_and_field(monkeypatch, field
 def test_workload_identity_without_its_environment_is_a_config_error(monkeypatch):
     for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
-    set_connection(monkeypatch, "aoai_wi", host="https://x.openai.azure.com", extra={"auth_type": "workload_identity"})
+    set_connection(
+        monkeypatch, "aoai_wi", host="https://x.openai.azure.com", extra={"auth_type": "workload_identity"}
+    )
     with pytest.raises(AzureOpenAIConfigError, match="'aoai_wi'.*workload_identity"):
         AzureOpenAIHook(aoai_conn_id="aoai_wi").client  # noqa: B018
 
@@ -273,14 +359,18 @@ def test_workload_identity_without_its_environment_is_a_config_error(monkeypatch
 def test_connection_from_a_secrets_backend(emulator, tmp_path):
     """A connection served by a secrets backend (the local filesystem one), in a fresh interpreter."""
     connections = tmp_path / "connections.json"
-    connections.write_text(json.dumps({"aoai_from_backend": {"conn_type": "aoai", "host": emulator.url, "password": API_KEY}}))
+    connections.write_text(
+        json.dumps({"aoai_from_backend": {"conn_type": "aoai", "host": emulator.url, "password": API_KEY}})
+    )
     env = {
         **os.environ,
         "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
         "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"connections_file_path": str(connections)}),
     }
     code = "from airflow_provider_aoai.hooks import AzureOpenAIHook; print(AzureOpenAIHook(aoai_conn_id='aoai_from_backend').test_connection())"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
     assert "(True, 'Connected to" in result.stdout, result.stderr[-2000:]
 
 
@@ -292,14 +382,22 @@ def test_provider_info_declares_the_connection_form():
     assert conn["connection-type"] == "aoai" and conn["hook-class-name"].endswith("AzureOpenAIHook")
     assert conn["conn-fields"]["client_secret"]["schema"]["format"] == "password"
     assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key"
-    assert AzureOpenAIHook.get_ui_field_behaviour()["hidden_fields"] == conn["ui-field-behaviour"]["hidden-fields"]
+    assert (
+        AzureOpenAIHook.get_ui_field_behaviour()["hidden_fields"]
+        == conn["ui-field-behaviour"]["hidden-fields"]
+    )
     from importlib.metadata import entry_points
 
-    assert any(ep.value == "airflow_provider_aoai:get_provider_info" for ep in entry_points(group="apache_airflow_provider"))
+    assert any(
+        ep.value == "airflow_provider_aoai:get_provider_info"
+        for ep in entry_points(group="apache_airflow_provider")
+    )
 
 
 def test_list_files_follows_pages(emulator, monkeypatch, chat_file):
-    set_connection(monkeypatch, "aoai_pages", host=emulator.url, password=API_KEY, extra={"api_version": "v1"})
+    set_connection(
+        monkeypatch, "aoai_pages", host=emulator.url, password=API_KEY, extra={"api_version": "v1"}
+    )
     hook = AzureOpenAIHook(aoai_conn_id="aoai_pages")
     for _ in range(3):
         hook.upload_file(source=chat_file, purpose="fine-tune")
@@ -326,7 +424,9 @@ def test_uri_style_connection_with_a_bare_host(emulator, monkeypatch):
 
 
 def test_negative_retries_name_the_connection(monkeypatch):
-    set_connection(monkeypatch, "aoai_neg", host="https://x.openai.azure.com", password="k", extra={"max_retries": -1})
+    set_connection(
+        monkeypatch, "aoai_neg", host="https://x.openai.azure.com", password="k", extra={"max_retries": -1}
+    )
     with pytest.raises(AzureOpenAIConfigError, match="'aoai_neg'.*max_retries"):
         AzureOpenAIHook(aoai_conn_id="aoai_neg").client  # noqa: B018
 
@@ -342,7 +442,9 @@ def test_download_to_an_object_storage_path(hook, chat_file, tmp_path):
 
     file = hook.upload_file(source=chat_file, purpose="fine-tune")
     destination = ObjectStoragePath(f"file://{tmp_path}/copy.jsonl")
-    assert hook.download_file(file_id=file["id"], destination=destination)["bytes"] == chat_file.stat().st_size
+    assert (
+        hook.download_file(file_id=file["id"], destination=destination)["bytes"] == chat_file.stat().st_size
+    )
     assert (tmp_path / "copy.jsonl").read_bytes() == chat_file.read_bytes()
 
 
@@ -358,7 +460,18 @@ def test_airflow_registers_the_connection_type_and_its_form():
     manager = ProvidersManager()
     assert manager.hooks["aoai"].hook_class_name == "airflow_provider_aoai.hooks.AzureOpenAIHook"
     assert manager.hooks["aoai"].connection_testable
-    fields = {name.removeprefix("extra__aoai__") for name in manager.connection_form_widgets if "__aoai__" in name}
-    assert {"api_version", "auth_type", "tenant_id", "client_id", "client_secret", "token_scope", "timeout", "max_retries"} <= fields
+    fields = {
+        name.removeprefix("extra__aoai__") for name in manager.connection_form_widgets if "__aoai__" in name
+    }
+    assert {
+        "api_version",
+        "auth_type",
+        "tenant_id",
+        "client_id",
+        "client_secret",
+        "token_scope",
+        "timeout",
+        "max_retries",
+    } <= fields
     assert manager.connection_form_widgets["extra__aoai__client_secret"].is_sensitive
     assert manager.field_behaviours["aoai"]["relabeling"]["host"] == "Endpoint"

@@ -19,33 +19,51 @@ FAST = {"poll_interval": 0.05, "wait_timeout": 10}
 
 
 def test_upload_file_operator_returns_the_file(hook, chat_file):
-    result = AzureOpenAIUploadFileOperator(task_id="up", source=str(chat_file), purpose="fine-tune").execute({})
+    result = AzureOpenAIUploadFileOperator(task_id="up", source=str(chat_file), purpose="fine-tune").execute(
+        {}
+    )
     assert result["object"] == "file" and result["id"].startswith("file-")
     json.dumps(result)
 
 
 def test_upload_file_operator_waits_for_processing(aoai_conn, chat_file):
     result = AzureOpenAIUploadFileOperator(
-        task_id="up", source=str(chat_file), purpose="fine-tune", wait_for_processing=True, deferrable=False, **FAST
+        task_id="up",
+        source=str(chat_file),
+        purpose="fine-tune",
+        wait_for_processing=True,
+        deferrable=False,
+        **FAST,
     ).execute({})
     assert result["status"] == "processed"
 
 
 def test_multipart_operator_defers_and_resumes_with_the_processed_file(aoai_conn, chat_file):
     operator = AzureOpenAIMultipartUploadOperator(
-        task_id="mp", source=str(chat_file), purpose="fine-tune", part_size=1024 * 1024,
-        wait_for_processing=True, deferrable=True, **FAST,
+        task_id="mp",
+        source=str(chat_file),
+        purpose="fine-tune",
+        part_size=1024 * 1024,
+        wait_for_processing=True,
+        deferrable=True,
+        **FAST,
     )
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute({})
     upload = deferred.value.kwargs["result"]
     assert upload["object"] == "upload" and upload["status"] == "completed"
     assert deferred.value.trigger.file_id == upload["file"]["id"]
-    event = {"status": "success", "file_id": upload["file"]["id"], "file": {**upload["file"], "status": "processed"}}
+    event = {
+        "status": "success",
+        "file_id": upload["file"]["id"],
+        "file": {**upload["file"], "status": "processed"},
+    }
     resumed = operator.execute_complete({}, event, result=upload)
     assert resumed["id"] == upload["id"] and resumed["file"]["status"] == "processed"
     with pytest.raises(AzureOpenAIWaitTimeoutError):
-        operator.execute_complete({}, {"status": "timeout", "file_id": upload["file"]["id"], "message": "late"}, result=upload)
+        operator.execute_complete(
+            {}, {"status": "timeout", "file_id": upload["file"]["id"], "message": "late"}, result=upload
+        )
 
 
 def test_import_operator_masks_the_rendered_sas_signature(emulator, aoai_conn):
@@ -54,8 +72,13 @@ def test_import_operator_masks_the_rendered_sas_signature(emulator, aoai_conn):
     signature = "c2lnbmF0dXJlLXRoYXQtbXVzdC1iZS1tYXNrZWQ="
     emulator.put_blob("batch.jsonl", jsonl([CHAT_LINE]))
     operator = AzureOpenAIImportFileOperator(
-        task_id="imp", content_url="{{ params.url }}", filename="batch.jsonl", purpose="fine-tune",
-        wait_for_processing=True, deferrable=False, **FAST,
+        task_id="imp",
+        content_url="{{ params.url }}",
+        filename="batch.jsonl",
+        purpose="fine-tune",
+        wait_for_processing=True,
+        deferrable=False,
+        **FAST,
     )
     url = emulator.blob_url("batch.jsonl", sas=f"sv=1&sig={signature}")
     operator.render_template_fields({"params": {"url": url}})
@@ -66,7 +89,9 @@ def test_import_operator_masks_the_rendered_sas_signature(emulator, aoai_conn):
 
 def test_on_kill_cancels_the_running_upload(hook, emulator, chat_file):
     operator = AzureOpenAIMultipartUploadOperator(task_id="mp", source=str(chat_file), purpose="fine-tune")
-    upload = hook.create_upload(filename="k.jsonl", purpose="fine-tune", total_bytes=100, mime_type="text/jsonl")
+    upload = hook.create_upload(
+        filename="k.jsonl", purpose="fine-tune", total_bytes=100, mime_type="text/jsonl"
+    )
     operator._remember_upload(upload["id"])
     operator.on_kill()
     assert emulator.store.get_upload(upload["id"])["status"] == "cancelled"
@@ -76,11 +101,36 @@ def test_on_kill_cancels_the_running_upload(hook, emulator, chat_file):
 @pytest.mark.parametrize(
     ("operator", "argument"),
     [
-        (lambda p: AzureOpenAIUploadFileOperator(task_id="t", source=str(p / "missing.jsonl"), purpose="fine-tune"), "source"),
-        (lambda p: AzureOpenAIMultipartUploadOperator(task_id="t", source=str(p / "missing.jsonl"), purpose="fine-tune"), "source"),
-        (lambda p: AzureOpenAIMultipartUploadOperator(task_id="t", source=str(p / "ok.jsonl"), purpose="fine-tune", part_size=10), "part_size"),
-        (lambda p: AzureOpenAIMultipartUploadOperator(task_id="t", source=str(p / "ok.jsonl"), purpose="nonsense"), "purpose"),
-        (lambda p: AzureOpenAIImportFileOperator(task_id="t", content_url="blob.jsonl", filename="a", purpose="batch"), "content_url"),
+        (
+            lambda p: AzureOpenAIUploadFileOperator(
+                task_id="t", source=str(p / "missing.jsonl"), purpose="fine-tune"
+            ),
+            "source",
+        ),
+        (
+            lambda p: AzureOpenAIMultipartUploadOperator(
+                task_id="t", source=str(p / "missing.jsonl"), purpose="fine-tune"
+            ),
+            "source",
+        ),
+        (
+            lambda p: AzureOpenAIMultipartUploadOperator(
+                task_id="t", source=str(p / "ok.jsonl"), purpose="fine-tune", part_size=10
+            ),
+            "part_size",
+        ),
+        (
+            lambda p: AzureOpenAIMultipartUploadOperator(
+                task_id="t", source=str(p / "ok.jsonl"), purpose="nonsense"
+            ),
+            "purpose",
+        ),
+        (
+            lambda p: AzureOpenAIImportFileOperator(
+                task_id="t", content_url="blob.jsonl", filename="a", purpose="batch"
+            ),
+            "content_url",
+        ),
     ],
 )
 def test_bad_input_fails_before_any_request(emulator, aoai_conn, tmp_path, operator, argument):
@@ -93,8 +143,12 @@ def test_bad_input_fails_before_any_request(emulator, aoai_conn, tmp_path, opera
 
 
 def test_template_fields_cover_what_users_template():
-    assert {"content_url", "filename", "purpose", "aoai_conn_id"} <= set(AzureOpenAIImportFileOperator.template_fields)
-    assert {"source", "purpose", "filename", "mime_type"} <= set(AzureOpenAIMultipartUploadOperator.template_fields)
+    assert {"content_url", "filename", "purpose", "aoai_conn_id"} <= set(
+        AzureOpenAIImportFileOperator.template_fields
+    )
+    assert {"source", "purpose", "filename", "mime_type"} <= set(
+        AzureOpenAIMultipartUploadOperator.template_fields
+    )
     assert {"source", "purpose", "filename"} <= set(AzureOpenAIUploadFileOperator.template_fields)
 
 
@@ -111,4 +165,8 @@ def test_importing_the_operators_keeps_heavy_modules_out():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     loaded = result.stdout.strip().splitlines()[-1]
     # Airflow itself may bring requests or fsspec along; ours must not add identity, emulator or hook code.
-    assert "azure.identity" not in loaded and "starlette" not in loaded and "airflow_provider_aoai.hooks" not in loaded, loaded
+    assert (
+        "azure.identity" not in loaded
+        and "starlette" not in loaded
+        and "airflow_provider_aoai.hooks" not in loaded
+    ), loaded

@@ -31,7 +31,14 @@ def test_api_key_is_masked_and_never_printed(hook, emulator, chat_file, capfd, c
     with pytest.raises(AzureOpenAIError) as caught:
         hook.list_files()
     output = capfd.readouterr()
-    everything = output.out + output.err + our_logs(caplog) + str(caught.value) + repr(caught.value) + json.dumps(upload)
+    everything = (
+        output.out
+        + output.err
+        + our_logs(caplog)
+        + str(caught.value)
+        + repr(caught.value)
+        + json.dumps(upload)
+    )
     assert API_KEY not in everything
     assert API_KEY not in repr(hook.client.auth)
     assert redacted(API_KEY) != API_KEY  # registered with Airflow's secrets masker
@@ -42,13 +49,22 @@ def test_sas_signature_is_masked_and_kept_out_of_messages(hook, emulator, capfd,
     emulator.put_blob("sas.jsonl", jsonl([CHAT_LINE]))
     url = emulator.blob_url("sas.jsonl", sas=SIGNATURE)
     file = hook.import_file(content_url=url, filename="sas.jsonl", purpose="fine-tune")
-    missing = hook.import_file(content_url=emulator.blob_url("nope.jsonl", sas=SIGNATURE), filename="n.jsonl", purpose="fine-tune")
+    missing = hook.import_file(
+        content_url=emulator.blob_url("nope.jsonl", sas=SIGNATURE), filename="n.jsonl", purpose="fine-tune"
+    )
     with pytest.raises(AzureOpenAIError) as caught:
         hook.wait_for_file(file_id=missing["id"], poll_interval=0.05, timeout=10)
     with pytest.raises(AzureOpenAIError) as bad_url:
         hook.import_file(content_url=f"ftp://example.com/x?{SIGNATURE}", filename="x", purpose="fine-tune")
     output = capfd.readouterr()
-    everything = output.out + output.err + our_logs(caplog) + str(caught.value) + str(bad_url.value) + json.dumps([file, missing])
+    everything = (
+        output.out
+        + output.err
+        + our_logs(caplog)
+        + str(caught.value)
+        + str(bad_url.value)
+        + json.dumps([file, missing])
+    )
     assert "Zm9vYmFyc2VjcmV0c2lnbmF0dXJlJTNE" not in everything
     assert redacted(url) != url
 
@@ -70,8 +86,12 @@ def test_tokens_never_appear_in_logs(emulator, monkeypatch, chat_file, capfd, ca
 
 def test_client_secret_is_masked(monkeypatch):
     secret = "client-secret-value-0123456789"
-    set_connection(monkeypatch, "aoai_sp", host="https://x.openai.azure.com",
-                   extra={"auth_type": "client_secret", "tenant_id": "t", "client_id": "c", "client_secret": secret})
+    set_connection(
+        monkeypatch,
+        "aoai_sp",
+        host="https://x.openai.azure.com",
+        extra={"auth_type": "client_secret", "tenant_id": "t", "client_id": "c", "client_secret": secret},
+    )
     client = AzureOpenAIHook(aoai_conn_id="aoai_sp").client
     assert secret not in repr(client.auth)
     assert redacted(secret) != secret

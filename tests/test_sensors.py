@@ -43,11 +43,17 @@ def test_deferrable_sensor_defers_with_its_settings(hook, emulator, chat_file):
     with pytest.raises(TaskDeferred) as deferred:
         task.execute({})
     trigger = deferred.value.trigger
-    assert (trigger.file_id, trigger.poll_interval, deferred.value.method_name) == (file["id"], 0.05, "execute_complete")
+    assert (trigger.file_id, trigger.poll_interval, deferred.value.method_name) == (
+        file["id"],
+        0.05,
+        "execute_complete",
+    )
     processed = {"status": "success", "file_id": file["id"], "file": {**file, "status": "processed"}}
     assert task.execute_complete({}, processed)["status"] == "processed"
     with pytest.raises(AzureOpenAIFileProcessingError):
-        task.execute_complete({}, {"status": "failed", "file_id": file["id"], "file": {**file, "status": "error"}})
+        task.execute_complete(
+            {}, {"status": "failed", "file_id": file["id"], "file": {**file, "status": "error"}}
+        )
 
 
 def test_a_processed_file_needs_no_deferral(hook, chat_file):

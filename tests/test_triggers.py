@@ -7,7 +7,11 @@ import time
 
 import pytest
 
-from airflow_provider_aoai.exceptions import AzureOpenAIError, AzureOpenAIFileProcessingError, AzureOpenAIWaitTimeoutError
+from airflow_provider_aoai.exceptions import (
+    AzureOpenAIError,
+    AzureOpenAIFileProcessingError,
+    AzureOpenAIWaitTimeoutError,
+)
 from airflow_provider_aoai.triggers import AzureOpenAIFileStatusTrigger, file_from_event
 
 
@@ -19,7 +23,9 @@ def run_trigger(trigger) -> list[dict]:
 
 
 def make(file_id, *, timeout=10.0, poll=0.05):
-    return AzureOpenAIFileStatusTrigger(file_id=file_id, aoai_conn_id="aoai_default", poll_interval=poll, end_time=time.time() + timeout)
+    return AzureOpenAIFileStatusTrigger(
+        file_id=file_id, aoai_conn_id="aoai_default", poll_interval=poll, end_time=time.time() + timeout
+    )
 
 
 def test_serialize_round_trips():
@@ -61,7 +67,9 @@ def test_service_errors_end_the_trigger_with_an_error_event(aoai_conn):
         file_from_event(event)
 
 
-@pytest.mark.parametrize("event", [None, {}, {"status": "success"}, {"status": "party", "file": {}}, "success"])
+@pytest.mark.parametrize(
+    "event", [None, {}, {"status": "success"}, {"status": "party", "file": {}}, "success"]
+)
 def test_malformed_events_are_rejected(event):
     with pytest.raises(AzureOpenAIError):
         file_from_event(event)

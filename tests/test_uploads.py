@@ -18,9 +18,20 @@ from tests.conftest import API_KEY, set_connection
 def emulator_process(tmp_path):
     """The emulator in its own process, so that this process's memory is the client's alone."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_aoai.emulator", "--api-key", API_KEY,
-         "--data-dir", str(tmp_path / "emulator"), "--processing-seconds", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_aoai.emulator",
+            "--api-key",
+            API_KEY,
+            "--data-dir",
+            str(tmp_path / "emulator"),
+            "--processing-seconds",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         yield process.stdout.readline().strip().rsplit(" ", 1)[1]
@@ -39,7 +50,9 @@ def test_a_2_gib_sparse_file_uploads_with_bounded_memory(emulator_process, monke
     part_size, concurrency = 64 * MiB, 4
     tracemalloc.start()
     try:
-        upload = hook.upload_multipart(source=source, purpose="assistants", part_size=part_size, max_concurrency=concurrency)
+        upload = hook.upload_multipart(
+            source=source, purpose="assistants", part_size=part_size, max_concurrency=concurrency
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

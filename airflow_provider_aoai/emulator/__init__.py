@@ -76,7 +76,7 @@ def _quiet_exit_server_class() -> type:
     return QuietExitServer
 
 
-def _QuietExitServer(config: Any) -> Any:  # noqa: N802 - a lazily built class
+def _QuietExitServer(config: Any) -> Any:
     return _quiet_exit_server_class()(config)
 
 
@@ -225,7 +225,7 @@ class Emulator:
     def __enter__(self) -> Emulator:
         return self.start()
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     # ---------------------------------------------------------------- helpers for tests and DAGs

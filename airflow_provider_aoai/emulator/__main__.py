@@ -19,7 +19,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default: 0)")
     parser.add_argument("--api-key", default=None, help="api key clients must send (default: accept any)")
-    parser.add_argument("--data-dir", default=None, help="keep files here across restarts (default: temp dir)")
+    parser.add_argument(
+        "--data-dir", default=None, help="keep files here across restarts (default: temp dir)"
+    )
     parser.add_argument(
         "--processing-seconds", type=float, default=1.0, help="time a file takes to reach its final status"
     )
@@ -57,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if emulator.tls:
-        print(f"TLS certificate (trust it with REQUESTS_CA_BUNDLE): {emulator.ca_cert_path}", file=sys.stderr, flush=True)
+        print(
+            f"TLS certificate (trust it with REQUESTS_CA_BUNDLE): {emulator.ca_cert_path}",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         # uvicorn handles SIGINT/SIGTERM in the main thread: it stops serving and returns.
         emulator.server(app).run(sockets=[sock])

@@ -21,9 +21,10 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.applications import Starlette
@@ -315,12 +316,20 @@ class EmulatorApp:
             if surface.supports_uploads:
                 add(f"{prefix}/uploads", "POST", "uploads.create", self.create_upload, surface)
                 add(f"{prefix}/uploads/{{upload_id}}/parts", "POST", "uploads.parts", self.add_part, surface)
-                add(f"{prefix}/uploads/{{upload_id}}/complete", "POST", "uploads.complete", self.complete, surface)
+                add(
+                    f"{prefix}/uploads/{{upload_id}}/complete",
+                    "POST",
+                    "uploads.complete",
+                    self.complete,
+                    surface,
+                )
                 add(f"{prefix}/uploads/{{upload_id}}/cancel", "POST", "uploads.cancel", self.cancel, surface)
 
         routes += [
             Route("/_emulator/identity/token", self.identity_token, methods=["GET"]),
-            Route("/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration, methods=["GET"]),
+            Route(
+                "/{tenant}/v2.0/.well-known/openid-configuration", self.openid_configuration, methods=["GET"]
+            ),
             Route("/{tenant}/oauth2/v2.0/token", self.entra_token, methods=["POST"]),
             Route("/_emulator/faults", self.control_faults, methods=["GET", "POST", "DELETE"]),
             Route("/_emulator/link", self.control_link, methods=["POST"]),
@@ -348,7 +357,9 @@ class EmulatorApp:
                 return route.name.split(":", 1)[1]
         return None
 
-    async def _dispatch(self, request: Request, surface: Surface, operation: str, handler: Callable) -> Response:
+    async def _dispatch(
+        self, request: Request, surface: Surface, operation: str, handler: Callable
+    ) -> Response:
         try:
             self._check_api_version(request, surface, operation)
             self._authenticate(request, surface)
@@ -361,7 +372,9 @@ class EmulatorApp:
         version = request.query_params.get("api-version")
         if surface is Surface.V1:
             if version is not None and version not in V1_API_VERSIONS:
-                raise _bad(f"Unsupported api-version '{version}'; use 'v1' or 'preview' (or omit it).", "api-version")
+                raise _bad(
+                    f"Unsupported api-version '{version}'; use 'v1' or 'preview' (or omit it).", "api-version"
+                )
             return
         if surface is Surface.FOUNDRY:
             allowed = FOUNDRY_API_VERSIONS
@@ -417,7 +430,9 @@ class EmulatorApp:
                 "unauthorized",
                 "Access denied due to invalid subscription key or wrong API endpoint.",
             )
-        raise StoreError(401, "unauthorized", "Missing credentials: send an api-key header or a bearer token.")
+        raise StoreError(
+            401, "unauthorized", "Missing credentials: send an api-key header or a bearer token."
+        )
 
     # ---------------------------------------------------------------- files
     @staticmethod
@@ -436,7 +451,9 @@ class EmulatorApp:
         return file
 
     async def create_file(self, request: Request, surface: Surface) -> Response:
-        form = await read_form(request, self.store, file_field="file", max_bytes=self.store.limits.max_file_bytes)
+        form = await read_form(
+            request, self.store, file_field="file", max_bytes=self.store.limits.max_file_bytes
+        )
         try:
             purpose = _purpose(_required(form.fields, "purpose"), surface, "upload_file")
             upload = form.files.get("file")
@@ -467,7 +484,9 @@ class EmulatorApp:
         if not content_url.lower().startswith(("https://", "http://")):
             raise _bad("content_url must be an http(s) URL.", "content_url")
         file = self.store.import_file(content_url=content_url, filename=filename, purpose=purpose)
-        return JSONResponse(file, status_code=201, headers=self._location(request, surface, "file", file["id"]))
+        return JSONResponse(
+            file, status_code=201, headers=self._location(request, surface, "file", file["id"])
+        )
 
     async def list_files(self, request: Request, surface: Surface) -> Response:
         # The specs list no paging parameters; the service (and the OpenAI SDK's auto-paging) uses the
@@ -520,7 +539,9 @@ class EmulatorApp:
     async def add_part(self, request: Request, surface: Surface) -> Response:
         upload_id = request.path_params["upload_id"]
         self.store.check_part_allowed(upload_id)
-        form = await read_form(request, self.store, file_field="data", max_bytes=self.store.limits.max_part_bytes)
+        form = await read_form(
+            request, self.store, file_field="data", max_bytes=self.store.limits.max_part_bytes
+        )
         try:
             data = form.files.get("data")
             if data is None:
@@ -554,7 +575,9 @@ class EmulatorApp:
             return JSONResponse({"statusCode": 401, "message": "Invalid X-IDENTITY-HEADER."}, status_code=401)
         resource = request.query_params.get("resource", "").rstrip("/")
         if resource not in (Surface.DATA_PLANE.token_audience, Surface.FOUNDRY.token_audience):
-            return JSONResponse({"statusCode": 400, "message": f"Unknown resource '{resource}'."}, status_code=400)
+            return JSONResponse(
+                {"statusCode": 400, "message": f"Unknown resource '{resource}'."}, status_code=400
+            )
         return JSONResponse(self.identity.issue(resource))
 
     async def openid_configuration(self, request: Request) -> Response:
@@ -579,19 +602,32 @@ class EmulatorApp:
         if secret:
             valid = hmac.compare_digest(secret.encode(), self.identity.client_secret.encode())
         else:
-            valid = bool(assertion) and hmac.compare_digest(assertion.encode(), self.identity.federated_token.encode())
+            valid = bool(assertion) and hmac.compare_digest(
+                assertion.encode(), self.identity.federated_token.encode()
+            )
         if not valid or not form.get("client_id"):
             return JSONResponse(
-                {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret or assertion."},
+                {
+                    "error": "invalid_client",
+                    "error_description": "AADSTS7000215: Invalid client secret or assertion.",
+                },
                 status_code=401,
             )
         resource = str(form.get("scope") or "").removesuffix("/.default")
         if resource not in (Surface.DATA_PLANE.token_audience, Surface.FOUNDRY.token_audience):
-            return JSONResponse({"error": "invalid_scope", "error_description": f"Unknown scope {resource!r}."}, status_code=400)
+            return JSONResponse(
+                {"error": "invalid_scope", "error_description": f"Unknown scope {resource!r}."},
+                status_code=400,
+            )
         issued = self.identity.issue(resource)
         lifetime = int(issued["expires_on"]) - int(time.time())
         return JSONResponse(
-            {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": issued["access_token"]}
+            {
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": issued["access_token"],
+            }
         )
 
     async def control_faults(self, request: Request) -> Response:
@@ -652,7 +688,9 @@ class EmulatorApp:
         finally:
             self.faults.leave(operation)
 
-    async def _serve(self, scope: dict[str, Any], receive: Callable, send: Callable, operation: str | None) -> None:
+    async def _serve(
+        self, scope: dict[str, Any], receive: Callable, send: Callable, operation: str | None
+    ) -> None:
         entry = RequestRecord(scope["method"], scope["path"], operation)
         self.faults.record(entry)
         link = self.faults.link
@@ -684,7 +722,9 @@ class EmulatorApp:
                 return
         await self.starlette(scope, receive, send_with_ids)
 
-    async def _answer_fault(self, scope: dict[str, Any], receive: Callable, send: Callable, fault: Any) -> None:
+    async def _answer_fault(
+        self, scope: dict[str, Any], receive: Callable, send: Callable, fault: Any
+    ) -> None:
         while True:  # drain the body so the client reads our answer rather than a reset
             message = await receive()
             if message["type"] != "http.request" or not message.get("more_body"):
@@ -700,7 +740,9 @@ class EmulatorApp:
         }
         response = error_response(
             self.surface_of(scope["path"]),
-            StoreError(fault.status, codes.get(fault.status, "internalFailure"), f"Injected fault {fault.status}."),
+            StoreError(
+                fault.status, codes.get(fault.status, "internalFailure"), f"Injected fault {fault.status}."
+            ),
         )
         if fault.retry_after is not None:
             response.headers["Retry-After"] = str(fault.retry_after)

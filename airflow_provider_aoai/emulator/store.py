@@ -16,10 +16,11 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from airflow_provider_aoai.jsonl import validate_jsonl
 from airflow_provider_aoai.models import (
@@ -288,7 +289,9 @@ class Store:
     def _upload(self, upload_id: str) -> dict[str, Any]:
         upload = self._uploads.get(upload_id)
         if upload is None:
-            raise StoreError(404, "notFound", f"Upload with id '{upload_id}' could not be found.", "upload_id")
+            raise StoreError(
+                404, "notFound", f"Upload with id '{upload_id}' could not be found.", "upload_id"
+            )
         if upload["status"] == UploadStatus.PENDING.value and time.time() >= upload["_expires"]:
             upload["status"] = UploadStatus.EXPIRED.value
             self._save("upload", upload_id, upload)
@@ -377,12 +380,19 @@ class Store:
         part = self._parts.get(part_id)
         if part is None:
             part = next(
-                (p for p in self._parts.values() if p["upload_id"] == upload_id and p["azure_block_id"] == part_id),
+                (
+                    p
+                    for p in self._parts.values()
+                    if p["upload_id"] == upload_id and p["azure_block_id"] == part_id
+                ),
                 None,
             )
         if part is None or part["upload_id"] != upload_id:
             raise StoreError(
-                400, "invalidPayload", f"Part '{part_id}' does not belong to upload '{upload_id}'.", "part_ids"
+                400,
+                "invalidPayload",
+                f"Part '{part_id}' does not belong to upload '{upload_id}'.",
+                "part_ids",
             )
         return part
 
