@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_aoai.exceptions import AzureOpenAIConfigError, AzureOpenAICredentialError
+from airflow_provider_aoai.redaction import register_secret
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -22,9 +23,10 @@ TOKEN_REFRESH_MARGIN_SECONDS = 300
 
 
 def mask(secret: str | None) -> None:
-    """Register ``secret`` with Airflow's secrets masker (no-op for empty values)."""
+    """Register ``secret`` with our redaction rule and Airflow's secrets masker (no-op for empty values)."""
     if not secret:
         return
+    register_secret(secret)
     from airflow.providers.common.compat.sdk import mask_secret
 
     mask_secret(secret)

@@ -11,9 +11,18 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
+from airflow_provider_aoai.redaction import redact
+
 
 class AzureOpenAIError(AirflowException):
-    """Root of every error raised by this provider."""
+    """Root of every error raised by this provider.
+
+    Its message goes through :func:`~airflow_provider_aoai.redaction.redact`: no known secret, URL userinfo or
+    query value survives, and it is at most about 1 KB long, whatever the caller (or the service) put in it.
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(redact(message), *args)
 
 
 class AzureOpenAIConfigError(AzureOpenAIError):
@@ -66,10 +75,10 @@ class AzureOpenAIAPIError(AzureOpenAIError):
         request_id: str | None = None,
     ) -> None:
         self.status = status
-        self.code = code
-        self.message = message
-        self.target = target
-        self.request_id = request_id
+        self.code = redact(code, limit=128) if code is not None else None
+        self.message = redact(message)
+        self.target = redact(target, limit=128) if target is not None else None
+        self.request_id = redact(request_id, limit=128) if request_id is not None else None
         super().__init__(self._describe())
 
     def _describe(self) -> str:

@@ -39,6 +39,7 @@ from airflow_provider_aoai.models import (
     UploadPart,
     purposes_for,
 )
+from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.uploads import (
     Progress,
     check_jsonl_start,
@@ -46,7 +47,7 @@ from airflow_provider_aoai.uploads import (
     open_source,
     send_parts,
 )
-from airflow_provider_aoai.urls import is_loopback, redact_url
+from airflow_provider_aoai.urls import is_loopback
 
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_WAIT_TIMEOUT = 60 * 60.0

@@ -1,9 +1,10 @@
-"""URL helpers shared by the client, the hook and the emulator (standard library only)."""
+"""URL helpers shared by the client, the hook and the emulator (standard library only).
+
+Redacting URLs lives in :mod:`airflow_provider_aoai.redaction`, with every other redaction."""
 
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit, urlunsplit
 
 
 def is_loopback(host: str) -> bool:
@@ -14,14 +15,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def redact_url(url: str) -> str:
-    """``url`` safe to show: credentials dropped and the query string (a SAS signature) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "<invalid url>"
-    netloc = (parts.hostname or "") + (f":{port}" if port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))

@@ -31,7 +31,7 @@ from airflow_provider_aoai.models import (
     FileStatus,
     UploadStatus,
 )
-from airflow_provider_aoai.urls import redact_url
+from airflow_provider_aoai.redaction import redact_url
 
 COPY_CHUNK = 1024 * 1024
 
