@@ -1,13 +1,27 @@
 """The only code that speaks HTTP: URLs per surface, auth headers, api-version, retries, error mapping.
 
+Addressing
+    A request path is a sequence of segments (``("files", file_id, "content")``). Every segment is
+    percent-encoded with nothing safe, so an id is always one opaque path segment: ``a/b``, ``..``, ``#`` or
+    ``?`` inside an id can never reach another object or operation.
+
+Answers
+    A successful answer must be the JSON object the operation promises (see
+    :func:`airflow_provider_aoai.models.check_object`): an HTML page, a JSON array or a list where a File
+    was expected raises :class:`AzureOpenAIResponseError` with the status and request id, never passes as
+    a success.
+
 Retry policy
     * 408, 429, 500, 502, 503, 504 and connection errors are retried, at most ``max_retries`` times, with
       exponential backoff and full jitter, honouring ``retry-after-ms`` and ``Retry-After`` (seconds or an
-      HTTP date); any other 4xx is final.
-    * A request that creates something (a file, an upload, a completed upload) is retried only where the
-      service cannot have acted on it: 408/429 answers and connections that never opened. A 5xx or a
-      connection dropped mid-request may have created the file, so it is raised, never repeated: a retry
-      must not leave a duplicate behind.
+      HTTP date); any other 4xx is final, and so is a TLS failure.
+    * A request that creates something (a file, an upload) is retried only where the service cannot have
+      acted on it: 408/429 answers and connections that never opened. A 5xx or a connection dropped
+      mid-request may have created the file, so it is raised, never repeated: a retry must not leave a
+      duplicate behind. (Completing an upload is not such a create: an upload completes at most once, so it
+      is retried like a read; see ``AzureOpenAIHook.complete_upload``.)
+    * A ``stop`` event ends the retries at once, and :meth:`AzureOpenAIClient.abort_in_flight` shuts the
+      sockets of requests under way, so a killed task does not wait for them.
 """
 
 from __future__ import annotations
@@ -16,21 +30,30 @@ import email.utils
 import enum
 import logging
 import random
+import socket
+import ssl
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIAPIError,
     AzureOpenAIConfigError,
     AzureOpenAIConnectionError,
+    AzureOpenAIError,
+    AzureOpenAIResponseError,
+    AzureOpenAIStoppedError,
     api_error_class,
 )
-from airflow_provider_aoai.models import Surface
+from airflow_provider_aoai.models import ObjectKind, Surface, check_object
+from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.urls import is_loopback
 
 log = logging.getLogger(__name__)
@@ -42,30 +65,45 @@ DATA_PLANE_API_VERSION = "2024-10-21"
 FOUNDRY_API_VERSION = "v1"
 REQUEST_ID_HEADERS = ("apim-request-id", "x-request-id", "x-ms-request-id")
 STREAM_CHUNK = 1024 * 1024
+MAX_BACKOFF_SECONDS = 60.0
+
+Path = Sequence[str]
 
 
 class Retry(enum.Enum):
     """How far a request may be repeated."""
 
-    SAFE = "safe"  # reads, deletes, cancels, parts: repeating is harmless
+    SAFE = "safe"  # reads, deletes, cancels, parts, complete: repeating is harmless
     CREATE = "create"  # creates an object: repeat only what the service cannot have acted on
 
 
 def normalize_endpoint(endpoint: str, api_version: str | None) -> tuple[str, Surface]:
     """Split a connection host into the base URL and the surface it addresses.
 
-    :raises AzureOpenAIConfigError: not an http(s) URL, or plain http to a non-loopback host.
+    :raises AzureOpenAIConfigError: not an http(s) URL, a bad port, credentials or a query in it, or plain
+        http to a non-loopback host. Messages show the endpoint redacted.
     """
     endpoint = endpoint.strip().rstrip("/")
-    parts = urlsplit(endpoint)
+    shown = redact_url(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise AzureOpenAIConfigError(f"the endpoint {shown!r} has an invalid host or port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AzureOpenAIConfigError(f"endpoint {endpoint!r} is not an http(s) URL")
+        raise AzureOpenAIConfigError(f"the endpoint {shown!r} is not an http(s) URL")
+    if any(ch.isspace() or ord(ch) < 32 for ch in endpoint):
+        raise AzureOpenAIConfigError("the endpoint must not contain whitespace or control characters")
+    if parts.username is not None or parts.password is not None:
+        raise AzureOpenAIConfigError(
+            "the endpoint must not carry credentials (user:password@); put the api key in the password field"
+        )
+    if parts.query or parts.fragment:
+        raise AzureOpenAIConfigError(f"the endpoint {shown!r} must not carry a query or fragment")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise AzureOpenAIConfigError(
-            f"endpoint {endpoint!r} uses plain http; only https is allowed (http only for loopback emulators)"
+            f"the endpoint {shown!r} uses plain http; only https is allowed (http only for loopback emulators)"
         )
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise AzureOpenAIConfigError("the endpoint must not carry a query, fragment or credentials")
     path = parts.path
     if "/api/projects/" in f"{path}/":
         return endpoint, Surface.FOUNDRY
@@ -97,14 +135,65 @@ def parse_retry_after(headers: Any) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps (requests and urllib3 nest the real cause several levels deep)."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for nested in (
+            current.__cause__,
+            current.__context__,
+            getattr(current, "reason", None),
+            *current.args,
+        ):
+            if isinstance(nested, BaseException):
+                stack.append(nested)
+
+
 def _never_sent(exc: requests.RequestException) -> bool:
     """True when the connection never opened, so the service cannot have seen the request."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return True
     import urllib3.exceptions
 
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+    return any(
+        isinstance(e, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+        for e in _chain(exc)
+    )
+
+
+def describe_connection_error(exc: BaseException, timeout: float) -> str:
+    """Why a request did not reach the service, in words: name not resolved, refused, timed out, TLS, ..."""
+    import urllib3.exceptions
+
+    chain = list(_chain(exc))
+    name_error = getattr(urllib3.exceptions, "NameResolutionError", ())
+    if any(isinstance(e, socket.gaierror) or (name_error and isinstance(e, name_error)) for e in chain):
+        return "the host name could not be resolved"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "the connection was refused (nothing listens on that host and port)"
+    for e in chain:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"TLS failed: {e.verify_message or 'certificate verification failed'}"
+    if any(isinstance(e, (ssl.SSLError, requests.exceptions.SSLError)) for e in chain):
+        return "TLS failed (the TLS handshake did not complete)"
+    if any(
+        isinstance(
+            e, (TimeoutError, socket.timeout, requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)
+        )
+        for e in chain
+    ):
+        return f"no answer within {timeout:g}s (timed out)"
+    if any(isinstance(e, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)) for e in chain):
+        return "the connection was closed by the other side"
+    if any(isinstance(e, urllib3.exceptions.ProtocolError) for e in chain):
+        return "the connection was closed before an answer arrived"
+    return type(exc).__name__
 
 
 def error_from_response(response: requests.Response) -> AzureOpenAIAPIError:
@@ -123,19 +212,28 @@ def error_from_response(response: requests.Response) -> AzureOpenAIAPIError:
         code = str(code)
     if not message:
         message = response.reason or "no error message in the response"
-    request_id = next((response.headers[h] for h in REQUEST_ID_HEADERS if h in response.headers), None)
     return api_error_class(response.status_code)(
-        response.status_code, code, str(message), target=target, request_id=request_id
+        response.status_code,
+        code,
+        str(message),
+        target=str(target) if target is not None else None,
+        request_id=request_id_of(response),
     )
+
+
+def request_id_of(response: requests.Response) -> str | None:
+    return next((response.headers[h] for h in REQUEST_ID_HEADERS if h in response.headers), None)
 
 
 class MultipartBody:
     """A streamed multipart/form-data body with a known length: requests sends it with Content-Length.
 
-    The form text fields come first, then one file field read in chunks from ``opener()`` (a fresh reader
-    for every iteration, so a retried request sends the body again) or from an in-memory buffer, sliced
-    without copying. ``on_bytes(n)`` is told of every chunk handed to the socket, and of ``-n`` when an
-    attempt starts over.
+    The form text fields come first, then one file field whose bytes come from ``content()``: a callable that
+    returns a fresh iterator of exactly ``size`` bytes for every attempt (so a retried request sends the body
+    again). ``on_bytes(n)`` is told of every chunk handed to the socket, and of ``-n`` when an attempt starts
+    over. A set ``stop`` event ends the body between chunks with :class:`AzureOpenAIStoppedError`; an
+    exception from ``content()`` (a source that changed) ends it the same way, before the closing boundary,
+    so the service never receives a complete body.
     """
 
     def __init__(
@@ -145,10 +243,10 @@ class MultipartBody:
         file_field: str,
         filename: str,
         size: int,
+        content: Callable[[], Iterable[bytes | memoryview]],
         content_type: str = "application/octet-stream",
-        opener: Callable[[], IO[bytes]] | None = None,
-        data: bytes | memoryview | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         import secrets
 
@@ -166,9 +264,9 @@ class MultipartBody:
         self._head = head.encode()
         self._tail = f"\r\n--{self.boundary}--\r\n".encode()
         self.size = size
-        self._opener = opener
-        self._data = memoryview(data) if data is not None else None
+        self._content = content
         self._on_bytes = on_bytes
+        self._stop = stop
         self._sent = 0
 
     @property
@@ -183,34 +281,68 @@ class MultipartBody:
         if self._on_bytes is not None:
             self._on_bytes(count)
 
-    def _chunks(self) -> Iterator[bytes | memoryview]:
-        if self._data is not None:
-            for start in range(0, len(self._data), STREAM_CHUNK):
-                yield self._data[start : start + STREAM_CHUNK]
-            return
-        assert self._opener is not None
-        reader = self._opener()
-        remaining = self.size
-        try:
-            while remaining > 0:
-                chunk = reader.read(min(STREAM_CHUNK, remaining))
-                if not chunk:
-                    raise OSError(
-                        f"the source ended {remaining} bytes early; was it changed during the upload?"
-                    )
-                remaining -= len(chunk)
-                yield chunk
-        finally:
-            reader.close()
-
     def __iter__(self) -> Iterator[bytes | memoryview]:
         if self._sent:
             self._report(-self._sent)  # a retry starts over
         yield self._head
-        for chunk in self._chunks():
+        remaining = self.size
+        for chunk in self._content():
+            if self._stop is not None and self._stop.is_set():
+                raise AzureOpenAIStoppedError("the upload was stopped (the task is being killed)")
+            remaining -= len(chunk)
+            if remaining < 0:  # the content callable promised exactly `size` bytes
+                raise AzureOpenAIError("the request body is longer than announced")
             yield chunk
             self._report(len(chunk))
+        if remaining:
+            raise AzureOpenAIError(f"the request body ended {remaining} bytes early")
         yield self._tail
+
+
+class _InFlight:
+    """The connections a client has checked out right now, so :meth:`abort` can shut their sockets."""
+
+    def __init__(self) -> None:
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, connection: Any) -> None:
+        with self._lock:
+            self._connections.add(connection)
+
+    def discard(self, connection: Any) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+
+    def abort(self) -> int:
+        with self._lock:
+            connections = list(self._connections)
+        aborted = 0
+        for connection in connections:
+            sock = getattr(connection, "sock", None)
+            if sock is None:
+                continue
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                aborted += 1
+            except OSError:
+                pass  # already closed
+        return aborted
+
+
+def _tracked_pool(base: type[HTTPConnectionPool], in_flight: _InFlight) -> type[HTTPConnectionPool]:
+    class TrackedPool(base):  # type: ignore[valid-type,misc]
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            connection = super()._get_conn(timeout)
+            in_flight.add(connection)
+            return connection
+
+        def _put_conn(self, conn: Any) -> None:
+            if conn is not None:
+                in_flight.discard(conn)
+            super()._put_conn(conn)
+
+    return TrackedPool
 
 
 class AzureOpenAIClient:
@@ -233,7 +365,7 @@ class AzureOpenAIClient:
         timeout: float = 120.0,
         max_retries: int = 5,
         backoff_seconds: float = 0.5,
-        max_backoff_seconds: float = 60.0,
+        max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
         pool_size: int = 16,
     ) -> None:
         self.base_url, self.surface = normalize_endpoint(endpoint, api_version)
@@ -245,27 +377,52 @@ class AzureOpenAIClient:
             )
         else:
             self.api_version = api_version if api_version not in (None, "v1") else None
-        if max_retries < 0:
-            raise AzureOpenAIConfigError("max_retries must be 0 or more")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise AzureOpenAIConfigError("max_retries must be an integer, 0 or more")
+        for name, value in (("timeout", timeout), ("retry_backoff", backoff_seconds)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value < float("inf")
+            ):
+                raise AzureOpenAIConfigError(f"{name} must be a finite number, 0 or more")
         if timeout <= 0:
-            raise AzureOpenAIConfigError("timeout must be positive")
+            raise AzureOpenAIConfigError("timeout must be more than 0 seconds")
         self.auth = auth
-        self.timeout = timeout
+        self.timeout = float(timeout)
         self.max_retries = max_retries
-        self.backoff_seconds = backoff_seconds
+        self.backoff_seconds = float(backoff_seconds)
         self.max_backoff_seconds = max_backoff_seconds
+        self._in_flight = _InFlight()
         self.session = requests.Session()
         self.session.trust_env = True  # proxies and REQUESTS_CA_BUNDLE from the environment
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        adapter.poolmanager.pool_classes_by_scheme = {
+            "http": _tracked_pool(HTTPConnectionPool, self._in_flight),
+            "https": _tracked_pool(HTTPSConnectionPool, self._in_flight),
+        }
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 
-    def url(self, path: str) -> str:
+    @property
+    def host(self) -> str:
+        """The endpoint's scheme, host and port, for messages."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def url(self, path: Path) -> str:
+        """The URL of ``path``; every segment is percent-encoded with nothing safe (an id is one segment)."""
+        if isinstance(path, str):
+            raise TypeError("path must be a sequence of segments, e.g. ('files', file_id)")
         prefix = {Surface.DATA_PLANE: "/openai", Surface.V1: "/openai/v1", Surface.FOUNDRY: ""}[self.surface]
-        return f"{self.base_url}{prefix}/{path}"
+        return f"{self.base_url}{prefix}/" + "/".join(quote(segment, safe="") for segment in path)
 
     def close(self) -> None:
         self.session.close()
+
+    def abort_in_flight(self) -> int:
+        """Shut the sockets of every request under way (they fail at once); returns how many were shut."""
+        return self._in_flight.abort()
 
     def _backoff(self, attempt: int, response: requests.Response | None) -> float:
         if response is not None:
@@ -278,30 +435,39 @@ class AzureOpenAIClient:
     def request(
         self,
         method: str,
-        path: str,
+        path: Path,
         *,
         retry: Retry = Retry.SAFE,
         params: dict[str, Any] | None = None,
         json: Any = None,
-        body: MultipartBody | Iterable[bytes] | None = None,
-        content_type: str | None = None,
+        body: MultipartBody | None = None,
         stream: bool = False,
+        stop: threading.Event | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
     ) -> requests.Response:
         """Send one logical request, retrying per the policy above; return a successful response.
 
+        :param stop: when set, no further attempt is made and waiting between attempts ends at once.
+        :param max_retries: overrides the client's retries for this request (``test_connection`` uses 0).
+        :param timeout: overrides the client's timeout for this request.
         :raises AzureOpenAIAPIError: (a subclass per status) when the service answers an error.
         :raises AzureOpenAIConnectionError: when the service cannot be reached.
+        :raises AzureOpenAIStoppedError: ``stop`` was set.
         """
         url = self.url(path)
+        shown = "/".join(quote(segment, safe="") for segment in path)
         query = dict(params or {})
         if self.api_version:
             query["api-version"] = self.api_version
+        retries = self.max_retries if max_retries is None else max_retries
+        wait = self.timeout if timeout is None else timeout
         attempt = 0
         while True:
+            if stop is not None and stop.is_set():
+                raise AzureOpenAIStoppedError(f"{method} {shown} stopped: the task is being killed")
             headers = {"Accept": "application/json", **self.auth.headers()}
-            if content_type:
-                headers["Content-Type"] = content_type
-            elif isinstance(body, MultipartBody):
+            if body is not None:
                 headers["Content-Type"] = body.content_type
             response: requests.Response | None = None
             try:
@@ -312,31 +478,40 @@ class AzureOpenAIClient:
                     json=json,
                     data=body,
                     headers=headers,
-                    timeout=self.timeout,
+                    timeout=wait,
                     stream=stream,
+                    allow_redirects=False,
                 )
             except requests.RequestException as exc:
+                if stop is not None and stop.is_set():
+                    raise AzureOpenAIStoppedError(
+                        f"{method} {shown} stopped: the task is being killed"
+                    ) from None
+                tls = any(isinstance(e, ssl.SSLError) for e in _chain(exc))
                 # A certificate that fails verification will fail again: never retried.
-                retryable = not isinstance(exc, requests.exceptions.SSLError) and (
-                    retry is Retry.SAFE or _never_sent(exc)
-                )
-                reason = f"{type(exc).__name__}"
-                if not retryable or attempt >= self.max_retries:
+                retryable = not tls and (retry is Retry.SAFE or _never_sent(exc))
+                reason = describe_connection_error(exc, wait)
+                if not retryable or attempt >= retries:
+                    maybe_acted = not retryable and not tls and not _never_sent(exc)
                     raise AzureOpenAIConnectionError(
-                        f"{method} {path} failed: {reason} (after {attempt + 1} attempt(s))"
-                        + (
-                            ""
-                            if retryable or isinstance(exc, requests.exceptions.SSLError)
-                            else "; not retried because the service may have acted on it"
-                        )
+                        f"{method} {shown} to {self.host} failed: {reason} (after {attempt + 1} attempt(s))"
+                        + ("; not retried because the service may have acted on it" if maybe_acted else "")
                     ) from None
             else:
-                if response.status_code < 400:
+                if response.status_code < 300:
                     return response
+                if response.status_code < 400:
+                    response.close()  # a redirect would re-send credentials elsewhere; never followed
+                    raise AzureOpenAIResponseError(
+                        response.status_code,
+                        "unexpectedRedirect",
+                        f"{method} {shown} answered a redirect; redirects are not followed",
+                        request_id=request_id_of(response),
+                    )
                 retryable = response.status_code in (
                     RETRYABLE_STATUSES if retry is Retry.SAFE else NOT_ACTED_STATUSES
                 )
-                if not retryable or attempt >= self.max_retries:
+                if not retryable or attempt >= retries:
                     error = error_from_response(response)
                     response.close()
                     raise error
@@ -345,26 +520,64 @@ class AzureOpenAIClient:
             if response is not None:
                 response.close()
             attempt += 1
-            log.warning(
-                "%s %s: %s; retry %d of %d in %.2fs", method, path, reason, attempt, self.max_retries, delay
-            )
-            time.sleep(delay)
+            log.warning("%s %s: %s; retry %d of %d in %.2fs", method, shown, reason, attempt, retries, delay)
+            if stop is not None:
+                if stop.wait(delay):
+                    raise AzureOpenAIStoppedError(f"{method} {shown} stopped: the task is being killed")
+            else:
+                time.sleep(delay)
 
-    def download(self, path: str, out: IO[bytes]) -> int:
-        """Stream the body of ``GET path`` into ``out`` in 1 MiB chunks; return the byte count."""
-        response = self.request("GET", path, stream=True)
+    def download(
+        self, path: Path, open_out: Callable[[], IO[bytes]], *, stop: threading.Event | None = None
+    ) -> int:
+        """Stream the body of ``GET path`` in 1 MiB chunks into ``open_out()``; return the byte count.
+
+        ``open_out`` is called only once the service answered success, so an error answer (a 404) never
+        creates or truncates anything.
+        """
+        response = self.request("GET", path, stream=True, stop=stop)
         size = 0
         try:
+            out = open_out()
             for chunk in response.iter_content(STREAM_CHUNK):
+                if stop is not None and stop.is_set():
+                    raise AzureOpenAIStoppedError("the download was stopped (the task is being killed)")
                 out.write(chunk)
                 size += len(chunk)
+        except requests.RequestException as exc:
+            raise AzureOpenAIConnectionError(
+                f"GET {'/'.join(quote(s, safe='') for s in path)} from {self.host} broke off after {size} "
+                f"bytes: {describe_connection_error(exc, self.timeout)}"
+            ) from None
         finally:
             response.close()
         return size
 
-    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request_object(
+        self, method: str, path: Path, *, expect: ObjectKind, expect_id: str | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """:meth:`request`, then the answer's JSON object, checked to be the ``expect`` kind (and id).
+
+        :raises AzureOpenAIResponseError: the answer is not JSON, not an object, or not what was asked for.
+        """
         response = self.request(method, path, **kwargs)
         try:
-            return response.json()
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+                problem: str | None = (
+                    f"the answer is not JSON (Content-Type {response.headers.get('content-type', 'none')!r})"
+                )
+            else:
+                problem = check_object(payload, expect, expect_id)
+            if problem is not None:
+                raise AzureOpenAIResponseError(
+                    response.status_code,
+                    "unexpectedResponse",
+                    f"{method} {'/'.join(quote(s, safe='') for s in path)}: {problem}",
+                    request_id=request_id_of(response),
+                )
+            return payload  # type: ignore[no-any-return]
         finally:
             response.close()

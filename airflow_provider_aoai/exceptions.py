@@ -123,6 +123,15 @@ class AzureOpenAIConflictError(AzureOpenAIAPIError):
     """409: the resource is in a state that forbids the operation (e.g. a part after complete)."""
 
 
+class AzureOpenAIResponseError(AzureOpenAIAPIError):
+    """The service answered success, but not with the object the operation promises.
+
+    For example an HTML page, a JSON array, a file list where a File was expected, or a File with another
+    id than the one asked for. Never treated as a success; ``code`` is ``unexpectedResponse`` (or
+    ``unexpectedRedirect`` for a 3xx, which is never followed: it would carry the credentials elsewhere).
+    """
+
+
 class AzureOpenAIRateLimitError(AzureOpenAIAPIError):
     """429 after the retries ran out."""
 
@@ -178,12 +187,33 @@ class AzureOpenAIWaitTimeoutError(AzureOpenAIError):
     """A file did not reach a terminal status within the allowed time."""
 
 
-class AzureOpenAIUploadError(AzureOpenAIError):
-    """A multipart upload gave up; the upload was cancelled on the service.
+class AzureOpenAIStoppedError(AzureOpenAIError):
+    """The work was stopped on purpose (the task is being killed: ``on_kill``, SIGTERM, mark failed)."""
 
-    :param upload_id: the cancelled upload.
+
+class AzureOpenAIUploadError(AzureOpenAIError):
+    """A multipart upload gave up.
+
+    :param upload_id: the upload; ``cancelled`` says whether it was cancelled on the service or kept so that
+        the next try can resume it.
     """
 
-    def __init__(self, message: str, *, upload_id: str | None = None) -> None:
+    def __init__(self, message: str, *, upload_id: str | None = None, cancelled: bool = True) -> None:
         self.upload_id = upload_id
+        self.cancelled = cancelled
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_upload_error, (type(self), str(self), self.upload_id, self.cancelled))
+
+
+def _rebuild_upload_error(cls, message, upload_id, cancelled):  # pragma: no cover - pickling
+    return cls(message, upload_id=upload_id, cancelled=cancelled)
+
+
+class AzureOpenAISourceChangedError(AzureOpenAIUploadError):
+    """The source changed (size, modification time, etag or version) while it was being uploaded.
+
+    The upload is cancelled (or, for a single-request upload, the body is never completed), so the service
+    never holds a truncated or mixed file. A later try uploads the source as it is then.
+    """

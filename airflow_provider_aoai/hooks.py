@@ -1,56 +1,84 @@
 """AzureOpenAIHook: an Airflow ``aoai`` connection -> the Files service of Azure OpenAI or a Foundry project.
 
-Every public method takes keyword arguments, validates them before any request and returns plain JSON-able
-dicts shaped like the service's objects, ready for XCom. HTTP, retries and error mapping live in
-:mod:`airflow_provider_aoai.client`; the upload engine in :mod:`airflow_provider_aoai.uploads`.
+Every public method takes keyword arguments, checks all of them before any request and returns plain
+JSON-able dicts shaped like the service's objects, ready for XCom. HTTP, retries and error mapping live in
+:mod:`~airflow_provider_aoai.client`; reading the connection in :mod:`~airflow_provider_aoai.connection`;
+sources and parts in :mod:`~airflow_provider_aoai.uploads`; resuming in :mod:`~airflow_provider_aoai.multipart`;
+local and object-storage destinations in :mod:`~airflow_provider_aoai.downloads`.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_aoai.client import AzureOpenAIClient, MultipartBody, Retry, normalize_endpoint
-from airflow_provider_aoai.credentials import build_auth, connection_field, mask
+from airflow_provider_aoai.client import AzureOpenAIClient, MultipartBody, Retry
+from airflow_provider_aoai.connection import build_client
+from airflow_provider_aoai.credentials import mask
+from airflow_provider_aoai.downloads import prepare_destination, write_download
 from airflow_provider_aoai.exceptions import (
-    AzureOpenAIConfigError,
+    AzureOpenAIConflictError,
     AzureOpenAIError,
     AzureOpenAIFileProcessingError,
     AzureOpenAIInvalidArgumentError,
+    AzureOpenAIResponseError,
+    AzureOpenAIStoppedError,
     AzureOpenAIUnsupportedOperationError,
     AzureOpenAIUploadError,
     AzureOpenAIWaitTimeoutError,
 )
 from airflow_provider_aoai.models import (
+    ALL_PURPOSES,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_PART_BYTES,
+    MAX_CONCURRENCY,
     MAX_FILE_BYTES,
+    MAX_PART_BYTES,
     MAX_UPLOAD_BYTES,
     File,
     FileStatus,
+    ObjectKind,
     Surface,
     Upload,
     UploadPart,
     purposes_for,
 )
-from airflow_provider_aoai.redaction import redact_url
+from airflow_provider_aoai.multipart import CheckpointListener, KeepPolicy, ResumableUpload
+from airflow_provider_aoai.redaction import redact, redact_url
 from airflow_provider_aoai.uploads import (
+    PartContent,
     Progress,
+    Source,
+    UploadCheckpoint,
     check_jsonl_start,
     check_part_size,
     open_source,
-    send_parts,
 )
-from airflow_provider_aoai.urls import is_loopback
+from airflow_provider_aoai.validation import (
+    MIN_POLL_SECONDS,
+    check_choice,
+    check_filename,
+    check_http_url,
+    check_id,
+    check_ids,
+    check_int,
+    check_seconds,
+    check_text,
+)
 
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_WAIT_TIMEOUT = 60 * 60.0
+# test_connection answers within this, whatever the connection's timeout: it is a question, not a job.
+TEST_CONNECTION_TIMEOUT = 15.0
+# A file the service created before its upload (or import) request was sent is never taken for its result;
+# this much clock difference between the worker and the service is tolerated.
+CLOCK_SKEW_SECONDS = 5
 # Query parameters whose values are credentials in the URLs users import from (SAS, presigned URLs).
 SECRET_QUERY_KEYS = frozenset(
     {"sig", "signature", "x-amz-signature", "x-goog-signature", "token", "code", "key"}
@@ -58,30 +86,19 @@ SECRET_QUERY_KEYS = frozenset(
 
 
 def mask_url_secrets(url: str) -> None:
-    """Register a URL's query string and signature-like values with the secrets masker."""
-    query = urlsplit(url).query
-    if not query:
+    """Register a URL's query string, its values and its userinfo as secrets (masker and redaction)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
         return
-    mask(query)
-    for key, value in parse_qsl(query, keep_blank_values=False):
+    if parts.password:
+        mask(parts.password)
+    if not parts.query:
+        return
+    mask(parts.query)
+    for key, value in parse_qsl(parts.query, keep_blank_values=False):
         if key.lower() in SECRET_QUERY_KEYS:
             mask(value)
-
-
-def _endpoint_of(conn: Any) -> str:
-    """The endpoint URL of a connection: its host, given a scheme (and port) when written without one.
-
-    URI-style connections (``aoai://:key@myres.openai.azure.com``) carry a bare host: https is assumed,
-    except for loopback hosts, where the emulator listens on plain http.
-    """
-    host = (conn.host or "").strip()
-    if not host or "://" in host:
-        return host
-    name, _, path = host.partition("/")
-    if conn.port and ":" not in name:
-        name = f"{name}:{conn.port}"
-    scheme = "http" if is_loopback(name.rsplit(":", 1)[0].strip("[]")) else "https"
-    return f"{scheme}://{name}" + (f"/{path}" if path else "")
 
 
 class AzureOpenAIHook(BaseHook):
@@ -91,12 +108,13 @@ class AzureOpenAIHook(BaseHook):
     ``https://<name>.cognitiveservices.azure.com`` or ``https://<name>.services.ai.azure.com/api/projects/<p>``.
     The password is the api key; extras pick the api-version and the Entra ID auth mode (see the README).
 
-    Errors every method may raise: :class:`AzureOpenAIConfigError` (unusable connection),
+    Errors every method may raise: :class:`AzureOpenAIConfigError` (unusable connection, naming the field),
     :class:`AzureOpenAICredentialError` (no Entra ID token), an :class:`AzureOpenAIAPIError` subclass per HTTP
     status (with code, message, target and request id) once retries are exhausted or when retrying could not
-    help, and :class:`AzureOpenAIConnectionError` when the service cannot be reached. Arguments are checked
-    first: :class:`AzureOpenAIInvalidArgumentError` and :class:`AzureOpenAIUnsupportedOperationError` are
-    raised before any request.
+    help, :class:`AzureOpenAIResponseError` when a success answer is not the promised object, and
+    :class:`AzureOpenAIConnectionError` when the service cannot be reached. Arguments are checked first:
+    :class:`AzureOpenAIInvalidArgumentError` and :class:`AzureOpenAIUnsupportedOperationError` are raised
+    before any request. No message carries a secret.
 
     :param aoai_conn_id: the Airflow connection id (type ``aoai``).
     """
@@ -108,7 +126,7 @@ class AzureOpenAIHook(BaseHook):
 
     def __init__(self, aoai_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.aoai_conn_id = aoai_conn_id
+        self.aoai_conn_id = check_text(aoai_conn_id, "aoai_conn_id", max_chars=250)
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -140,52 +158,11 @@ class AzureOpenAIHook(BaseHook):
     # ------------------------------------------------------------------------------ connection
     @cached_property
     def client(self) -> AzureOpenAIClient:
-        """The HTTP client for this connection, built on first use.
+        """The HTTP client for this connection, built on first use (no request is sent).
 
-        :raises AzureOpenAIConfigError: the connection is incomplete or names an unknown auth type.
+        :raises AzureOpenAIConfigError: a field of the connection is missing or invalid (the message names it).
         """
-        conn = self.get_connection(self.aoai_conn_id)
-        extras = conn.extra_dejson or {}
-        host = _endpoint_of(conn)
-        if not host:
-            raise AzureOpenAIConfigError(f"Connection {self.aoai_conn_id!r}: the host (endpoint) is empty.")
-        api_version = connection_field(extras, "api_version")
-        try:
-            _, surface = normalize_endpoint(host, api_version)
-        except AzureOpenAIConfigError as exc:
-            raise AzureOpenAIConfigError(f"Connection {self.aoai_conn_id!r}: {exc}") from None
-        scope = connection_field(extras, "token_scope") or surface.default_scope
-        if surface is Surface.FOUNDRY and connection_field(extras, "auth_type") in (None, "api_key"):
-            raise AzureOpenAIConfigError(
-                f"Connection {self.aoai_conn_id!r}: Foundry project endpoints accept only Microsoft Entra ID "
-                "tokens; set the auth_type extra to client_secret, managed_identity, workload_identity or default."
-            )
-        auth = build_auth(
-            conn_id=self.aoai_conn_id, extras=extras, login=conn.login, password=conn.password, scope=scope
-        )
-        try:
-            timeout = float(connection_field(extras, "timeout") or 120)
-            max_retries = int(
-                connection_field(extras, "max_retries")
-                if connection_field(extras, "max_retries") is not None
-                else 5
-            )
-            backoff = float(connection_field(extras, "retry_backoff") or 0.5)
-        except (TypeError, ValueError) as exc:
-            raise AzureOpenAIConfigError(
-                f"Connection {self.aoai_conn_id!r}: timeout, max_retries and retry_backoff must be numbers ({exc})"
-            ) from None
-        try:
-            client = AzureOpenAIClient(
-                endpoint=host,
-                auth=auth,
-                api_version=api_version,
-                timeout=timeout,
-                max_retries=max_retries,
-                backoff_seconds=backoff,
-            )
-        except AzureOpenAIConfigError as exc:
-            raise AzureOpenAIConfigError(f"Connection {self.aoai_conn_id!r}: {exc}") from None
+        client = build_client(self.get_connection(self.aoai_conn_id), self.aoai_conn_id)
         self.log.debug("Connection %s -> %s (%s)", self.aoai_conn_id, client.base_url, client.surface.value)
         return client
 
@@ -197,17 +174,39 @@ class AzureOpenAIHook(BaseHook):
         return self.client
 
     def test_connection(self) -> tuple[bool, str]:
-        """List files to prove the endpoint, the credentials and the api-version work together."""
+        """List files once to prove the endpoint, the credentials and the api-version work together.
+
+        Never raises: every failure is ``(False, message)``. It does not retry and waits at most
+        :data:`TEST_CONNECTION_TIMEOUT` seconds, so an unreachable endpoint answers at once, naming the
+        endpoint and the cause (name not resolved, refused, timed out, TLS).
+        """
         try:
-            files = self.list_files()
+            client = self.client
+            page = client.request_object(
+                "GET",
+                ("files",),
+                expect=ObjectKind.LIST,
+                max_retries=0,
+                timeout=min(client.timeout, TEST_CONNECTION_TIMEOUT),
+            )
         except AzureOpenAIError as exc:
             return False, str(exc)
-        return (
-            True,
-            f"Connected to {self.client.base_url} ({self.surface.value}); {len(files)} file(s) visible.",
+        except Exception as exc:  # noqa: BLE001 - test_connection reports, never raises
+            return False, redact(f"{type(exc).__name__}: {exc}")
+        count = len(page["data"])
+        more = "+" if page.get("has_more") else ""
+        return True, redact(
+            f"Connected to {client.base_url} ({client.surface.value}); {count}{more} file(s) visible."
         )
 
-    # ------------------------------------------------------------------------------ validation helpers
+    def abort_in_flight(self) -> None:
+        """Shut the sockets of requests under way (``on_kill``); a no-op before the client exists."""
+        if "client" in self.__dict__:
+            aborted = self.client.abort_in_flight()
+            if aborted:
+                self.log.info("Aborted %d request(s) in flight", aborted)
+
+    # ------------------------------------------------------------------------------ checks
     def _require(self, operation: str, supported: bool) -> None:
         if not supported:
             raise AzureOpenAIUnsupportedOperationError(
@@ -216,57 +215,14 @@ class AzureOpenAIHook(BaseHook):
             )
 
     def _check_purpose(self, purpose: Any, operation: str) -> str:
-        allowed = purposes_for(self.surface, operation)
-        if purpose not in allowed:
-            raise AzureOpenAIInvalidArgumentError(
-                "purpose", f"{purpose!r} is not accepted here; expected one of: {', '.join(allowed)}"
-            )
-        return purpose
+        return check_choice(purpose, "purpose", purposes_for(self.surface, operation))
 
-    @staticmethod
-    def _check_id(value: Any, argument: str) -> str:
-        if not isinstance(value, str) or not value.strip() or "/" in value or "?" in value:
-            raise AzureOpenAIInvalidArgumentError(argument, f"{value!r} is not a valid id")
-        return value
-
-    @staticmethod
-    def _check_text(value: Any, argument: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise AzureOpenAIInvalidArgumentError(argument, "must be a non-empty string")
-        return value
-
-    # ------------------------------------------------------------------------------ files
-    def import_file(self, *, content_url: str, filename: str, purpose: str) -> File:
-        """Create a file from a URL (e.g. a blob SAS URL); the service downloads it. Returns the File.
-
-        The URL's query string (a SAS signature) is masked in logs and never appears in messages.
-
-        :raises AzureOpenAIInvalidArgumentError: bad URL, filename or purpose; nothing is sent.
-        :raises AzureOpenAIUnsupportedOperationError: the connection is not a data plane connection.
-        """
-        self._check_text(content_url, "content_url")
-        mask_url_secrets(content_url)
-        parts = urlsplit(content_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise AzureOpenAIInvalidArgumentError(
-                "content_url", f"{redact_url(content_url)!r} is not an http(s) URL"
-            )
-        self._check_text(filename, "filename")
-        self._require("import_file", self.surface.supports_import)
-        self._check_purpose(purpose, "import_file")
-        file = self.client.request_json(
-            "POST",
-            "files/import",
-            retry=Retry.CREATE,
-            json={"content_url": content_url, "filename": filename, "purpose": purpose},
-        )
-        self.log.info("Import of %s started as file %s", redact_url(content_url), file.get("id"))
-        return file
-
-    def _prepare_upload(self, source: Any, purpose: str, filename: str | None, operation: str, limit: int):
+    def _prepare_upload(
+        self, source: Any, purpose: Any, filename: Any, operation: str, limit: int
+    ) -> tuple[Source, str]:
         self._check_purpose(purpose, operation)
         if filename is not None:
-            self._check_text(filename, "filename")
+            check_filename(filename)
         opened = open_source(source)
         if opened.size == 0:
             raise AzureOpenAIInvalidArgumentError("source", f"{opened.description} is empty")
@@ -275,75 +231,138 @@ class AzureOpenAIHook(BaseHook):
                 "source",
                 f"{opened.description} holds {opened.size} bytes; the limit for {operation} is {limit}",
             )
+        name = filename if filename is not None else opened.name
+        check_filename(name, "filename" if filename is not None else "source (its file name)")
         check_jsonl_start(opened, purpose)
-        return opened, filename or opened.name
+        return opened, name
 
-    def upload_file(self, *, source: Any, purpose: str, filename: str | None = None) -> File:
+    def check_import_file(self, *, content_url: Any, filename: Any, purpose: Any) -> None:
+        """Everything :meth:`import_file` checks before its request (operators call it before anything else).
+
+        :raises AzureOpenAIInvalidArgumentError: bad URL, filename or purpose.
+        :raises AzureOpenAIUnsupportedOperationError: the connection is not a data plane connection.
+        """
+        if isinstance(content_url, str):
+            mask_url_secrets(content_url)
+        check_http_url(content_url, "content_url")
+        check_filename(filename)
+        self._require("import_file", self.surface.supports_import)
+        self._check_purpose(purpose, "import_file")
+
+    def check_upload_file(self, *, source: Any, purpose: Any, filename: Any = None) -> tuple[Source, str]:
+        """Everything :meth:`upload_file` checks before its request; returns the opened source and the name."""
+        return self._prepare_upload(source, purpose, filename, "upload_file", MAX_FILE_BYTES)
+
+    # ------------------------------------------------------------------------------ files
+    def import_file(self, *, content_url: str, filename: str, purpose: str) -> File:
+        """Create a file from a URL (e.g. a blob SAS URL); the service downloads it. Returns the File.
+
+        The URL's query string (a SAS signature) is registered as a secret and never appears in messages.
+
+        :raises AzureOpenAIInvalidArgumentError: bad URL, filename or purpose; nothing is sent.
+        :raises AzureOpenAIUnsupportedOperationError: the connection is not a data plane connection.
+        """
+        self.check_import_file(content_url=content_url, filename=filename, purpose=purpose)
+        file = self.client.request_object(
+            "POST",
+            ("files", "import"),
+            expect=ObjectKind.FILE,
+            retry=Retry.CREATE,
+            json={"content_url": content_url, "filename": filename, "purpose": purpose},
+        )
+        self.log.info("Import of %s started as file %s", redact_url(content_url), file["id"])
+        return cast(File, file)
+
+    def upload_file(
+        self, *, source: Any, purpose: str, filename: str | None = None, stop: threading.Event | None = None
+    ) -> File:
         """Upload a file of up to 512 MiB in one request (``POST files``), streaming it. Returns the File.
 
+        A source that changes while it is sent ends the request before its last byte, so the service never
+        stores a truncated or mixed file.
+
         :param source: local path, ``file://``/fsspec URL, ``ObjectStoragePath`` or seekable binary file object.
+        :param stop: set it to abandon the request (the task is being killed).
         :raises AzureOpenAIInvalidArgumentError: missing, empty or oversized source; bad purpose or filename.
+        :raises AzureOpenAISourceChangedError: the source changed while it was sent; nothing was stored.
         """
-        opened, name = self._prepare_upload(source, purpose, filename, "upload_file", MAX_FILE_BYTES)
+        opened, name = self.check_upload_file(source=source, purpose=purpose, filename=filename)
         fields = {"purpose": purpose}
         if self.surface is Surface.FOUNDRY:
             fields["filename"] = name
+
+        def content() -> Any:
+            yield from opened.read_range(0, opened.size)
+            opened.check_unchanged()  # before the closing boundary: a changed source never completes the body
+
         body = MultipartBody(
-            fields=fields, file_field="file", filename=name, size=opened.size, opener=opened.open
+            fields=fields, file_field="file", filename=name, size=opened.size, content=content, stop=stop
         )
         self.log.info("Uploading %s (%d bytes) as %s", opened.description, opened.size, name)
-        return self.client.request_json("POST", "files", retry=Retry.CREATE, body=body)
+        file = self.client.request_object(
+            "POST", ("files",), expect=ObjectKind.FILE, retry=Retry.CREATE, body=body, stop=stop
+        )
+        return cast(File, file)
 
     def get_file(self, *, file_id: str) -> File:
         """The File (or Foundry FileInfo) with its current status.
 
         :raises AzureOpenAINotFoundError: no such file.
         """
-        return self.client.request_json("GET", f"files/{self._check_id(file_id, 'file_id')}")
+        check_id(file_id, "file_id")
+        return cast(
+            File,
+            self.client.request_object("GET", ("files", file_id), expect=ObjectKind.FILE, expect_id=file_id),
+        )
 
     def list_files(self, *, purpose: str | None = None) -> list[File]:
         """All files, optionally only those with ``purpose`` (following ``has_more`` pages where offered)."""
-        params: dict[str, Any] = {"purpose": purpose} if purpose else {}
+        params: dict[str, Any] = {}
+        if purpose is not None:
+            params["purpose"] = check_choice(purpose, "purpose", ALL_PURPOSES)
         files: list[File] = []
         while True:
-            page = self.client.request_json("GET", "files", params=params)
-            files.extend(page.get("data", []))
-            if not page.get("has_more") or not files:
+            page = self.client.request_object("GET", ("files",), expect=ObjectKind.LIST, params=params)
+            data = [cast(File, item) for item in page["data"]]
+            files.extend(data)
+            if not page.get("has_more") or not data:
                 return files
-            params["after"] = files[-1]["id"]
+            last = data[-1].get("id")
+            if not isinstance(last, str) or last == params.get("after"):
+                raise AzureOpenAIResponseError(
+                    200, "unexpectedResponse", "the file list's paging does not advance"
+                )
+            params["after"] = last
 
     def delete_file(self, *, file_id: str) -> dict[str, Any]:
         """Delete a file; returns ``{"object": "file", "deleted": true, "id": ...}``.
 
         :raises AzureOpenAINotFoundError: no such file (or already deleted).
         """
-        return self.client.request_json("DELETE", f"files/{self._check_id(file_id, 'file_id')}")
+        check_id(file_id, "file_id")
+        return self.client.request_object(
+            "DELETE", ("files", file_id), expect=ObjectKind.DELETION, expect_id=file_id
+        )
 
-    def download_file(self, *, file_id: str, destination: Any) -> dict[str, Any]:
-        """Stream a file's content to ``destination``: a local path or an ``ObjectStoragePath``.
+    def download_file(
+        self, *, file_id: str, destination: Any, stop: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """Stream a file's content to ``destination``: a local file path or an ``ObjectStoragePath``.
 
-        A local file is written under a temporary name and renamed at the end, so a failed download never
-        leaves a partial file behind. Returns ``{"file_id", "destination", "bytes"}``.
+        The content is written aside (a temporary file created exclusively in the destination's directory)
+        and moved over the destination only once complete; on any failure the temporary file is removed and
+        nothing else is touched. Returns ``{"file_id", "destination", "bytes"}``.
 
-        :raises AzureOpenAINotFoundError: no such file.
+        :raises AzureOpenAIInvalidArgumentError: a bad id, or a destination that is not a file path in an
+            existing, writable directory (checked before any request).
+        :raises AzureOpenAINotFoundError: no such file (nothing is written).
         """
-        self._check_id(file_id, "file_id")
-        path = f"files/{file_id}/content"
-        if hasattr(destination, "open") and hasattr(destination, "fs"):
-            with destination.open("wb") as out:
-                size = self.client.download(path, out)
-        else:
-            target = os.fspath(destination)
-            partial = f"{target}.part"
-            try:
-                with open(partial, "wb") as out:
-                    size = self.client.download(path, out)
-            except BaseException:
-                if os.path.exists(partial):
-                    os.unlink(partial)
-                raise
-            os.replace(partial, target)
-        return {"file_id": file_id, "destination": str(destination), "bytes": size}
+        check_id(file_id, "file_id")
+        target = prepare_destination(destination)
+        size = write_download(
+            target, lambda open_out: self.client.download(("files", file_id, "content"), open_out, stop=stop)
+        )
+        return {"file_id": file_id, "destination": str(target), "bytes": size}
 
     def wait_for_file(
         self,
@@ -351,15 +370,20 @@ class AzureOpenAIHook(BaseHook):
         file_id: str,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_WAIT_TIMEOUT,
+        stop: threading.Event | None = None,
     ) -> File:
         """Poll until the file is ``processed`` and return it.
 
+        :param stop: set it to stop waiting at once (the task is being killed).
         :raises AzureOpenAIFileProcessingError: the file ended in ``error`` (with ``status_details``) or
             ``deleted``.
         :raises AzureOpenAIWaitTimeoutError: still not terminal after ``timeout`` seconds.
         """
-        if poll_interval <= 0 or timeout <= 0:
-            raise AzureOpenAIInvalidArgumentError("poll_interval/timeout", "must be positive")
+        check_id(file_id, "file_id")
+        poll_interval = check_seconds(
+            poll_interval, "poll_interval", minimum=MIN_POLL_SECONDS, allow_zero=True
+        )
+        timeout = check_seconds(timeout, "timeout")
         deadline = time.monotonic() + timeout
         while True:
             file = self.get_file(file_id=file_id)
@@ -373,62 +397,188 @@ class AzureOpenAIHook(BaseHook):
                     f"File {file_id} is still {status.value!r} after {timeout:.0f}s"
                 )
             self.log.info("File %s is %s; checking again in %ss", file_id, status.value, poll_interval)
-            time.sleep(poll_interval)
+            if stop is not None:
+                if stop.wait(poll_interval):
+                    raise AzureOpenAIStoppedError(
+                        f"Stopped waiting for file {file_id}: the task is being killed"
+                    )
+            else:
+                time.sleep(poll_interval)
+
+    def find_files(
+        self, *, filename: str, purpose: str, created_after: float, size: int | None = None
+    ) -> list[File]:
+        """Files named ``filename`` with ``purpose`` (and ``size`` bytes) created at or after ``created_after``.
+
+        How a retry finds the file an interrupted create produced, and how a completed upload's File is
+        found (the service offers no lookup by upload id). Deleted and failed files are left out.
+        """
+        check_filename(filename)
+        found = []
+        for file in self.list_files(purpose=purpose):
+            created = file.get("created_at")
+            if file.get("filename") != filename or not isinstance(created, (int, float)):
+                continue
+            if created + CLOCK_SKEW_SECONDS < created_after or FileStatus.of(file).is_failure:
+                continue
+            if size is not None and file.get("bytes") not in (size, None):
+                continue
+            found.append(file)
+        return found
 
     # ------------------------------------------------------------------------------ uploads
     def create_upload(self, *, filename: str, purpose: str, total_bytes: int, mime_type: str) -> Upload:
         """Start a multipart Upload of ``total_bytes`` (at most 9 GiB); returns the Upload (``pending``)."""
         self._require("create_upload", self.surface.supports_uploads)
-        self._check_text(filename, "filename")
+        check_filename(filename)
         self._check_purpose(purpose, "create_upload")
-        self._check_text(mime_type, "mime_type")
-        if (
-            isinstance(total_bytes, bool)
-            or not isinstance(total_bytes, int)
-            or not 0 < total_bytes <= MAX_UPLOAD_BYTES
-        ):
-            raise AzureOpenAIInvalidArgumentError(
-                "total_bytes", f"must be an integer in [1, {MAX_UPLOAD_BYTES}]"
-            )
-        return self.client.request_json(
+        check_text(mime_type, "mime_type", max_chars=255)
+        check_int(total_bytes, "total_bytes", minimum=1, maximum=MAX_UPLOAD_BYTES)
+        upload = self.client.request_object(
             "POST",
-            "uploads",
+            ("uploads",),
+            expect=ObjectKind.UPLOAD,
             retry=Retry.CREATE,
             json={"filename": filename, "purpose": purpose, "bytes": total_bytes, "mime_type": mime_type},
         )
+        return cast(Upload, upload)
 
-    def add_upload_part(self, *, upload_id: str, data: bytes, on_bytes: Any = None) -> UploadPart:
-        """Add one part to an Upload; retried on transient failures (a stray duplicate part is never listed)."""
+    def add_upload_part(
+        self,
+        *,
+        upload_id: str,
+        data: bytes | bytearray | memoryview | None = None,
+        content: PartContent | None = None,
+        size: int | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> UploadPart:
+        """Add one part to an Upload; retried on transient failures (a stray duplicate part is never listed).
+
+        Give the part as ``data``, or as ``content`` (a callable returning a fresh iterator of exactly
+        ``size`` bytes for every attempt, so a part streams from its source and is re-read on a retry).
+        """
         self._require("add_upload_part", self.surface.supports_uploads)
-        self._check_id(upload_id, "upload_id")
-        if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
-            raise AzureOpenAIInvalidArgumentError("data", "must be non-empty bytes")
-        body = MultipartBody(
-            fields={}, file_field="data", filename="blob", size=len(data), data=data, on_bytes=on_bytes
-        )
-        return self.client.request_json("POST", f"uploads/{upload_id}/parts", body=body)
+        check_id(upload_id, "upload_id")
+        if data is not None:
+            if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
+                raise AzureOpenAIInvalidArgumentError("data", "must be non-empty bytes")
+            view = memoryview(data)
+            size = len(view)
 
-    def complete_upload(self, *, upload_id: str, part_ids: list[str], md5: str | None = None) -> Upload:
-        """Complete an Upload with its parts in order; returns the Upload with its nested File."""
+            def content() -> Any:
+                for start in range(0, len(view), 1024 * 1024):
+                    yield view[start : start + 1024 * 1024]
+
+        elif content is None or not callable(content):
+            raise AzureOpenAIInvalidArgumentError(
+                "data", "give the part's bytes as data, or content and size"
+            )
+        check_int(size, "size", minimum=1, maximum=MAX_PART_BYTES)
+        body = MultipartBody(
+            fields={},
+            file_field="data",
+            filename="blob",
+            size=cast(int, size),
+            content=content,
+            on_bytes=on_bytes,
+            stop=stop,
+        )
+        part = self.client.request_object(
+            "POST", ("uploads", upload_id, "parts"), expect=ObjectKind.PART, body=body, stop=stop
+        )
+        return cast(UploadPart, part)
+
+    def complete_upload(
+        self, *, upload_id: str, part_ids: list[str], md5: str | None = None, upload: Upload | None = None
+    ) -> Upload:
+        """Complete an Upload with its parts in order; returns the Upload with its nested File.
+
+        ``complete`` is retried on transient failures (5xx, dropped connection, timeout): an upload completes
+        at most once, so a repeat cannot make a second file. When the service answers 409 because an earlier
+        attempt did complete it, the File is looked up by the upload's filename, purpose and size among the
+        files created since the upload was (the service offers no lookup by upload id); pass the ``upload``
+        as created (or as a checkpoint describes it) to allow that lookup.
+
+        :raises AzureOpenAIConflictError: the upload is not pending (cancelled, expired, or completed with no
+            file to be found).
+        """
         self._require("complete_upload", self.surface.supports_uploads)
-        self._check_id(upload_id, "upload_id")
-        if (
-            not isinstance(part_ids, list)
-            or not part_ids
-            or not all(isinstance(p, str) and p for p in part_ids)
-        ):
-            raise AzureOpenAIInvalidArgumentError("part_ids", "must be a non-empty list of part ids")
+        check_id(upload_id, "upload_id")
+        part_ids = check_ids(part_ids, "part_ids")
         body: dict[str, Any] = {"part_ids": part_ids}
         if md5 is not None:
-            body["md5"] = md5
-        return self.client.request_json(
-            "POST", f"uploads/{upload_id}/complete", retry=Retry.CREATE, json=body
+            if (
+                not isinstance(md5, str)
+                or len(md5) != 32
+                or any(c not in "0123456789abcdefABCDEF" for c in md5)
+            ):
+                raise AzureOpenAIInvalidArgumentError(
+                    "md5", "must be the 32-character hex md5 digest of the file"
+                )
+            body["md5"] = md5.lower()
+        try:
+            completed = self.client.request_object(
+                "POST",
+                ("uploads", upload_id, "complete"),
+                expect=ObjectKind.UPLOAD,
+                expect_id=upload_id,
+                json=body,
+            )
+        except AzureOpenAIConflictError:
+            if upload is None:
+                raise
+            found = self._completed_upload(upload)
+            if found is None:
+                raise
+            return found
+        if completed.get("status") != "completed":
+            raise AzureOpenAIResponseError(
+                200,
+                "unexpectedResponse",
+                f"complete of upload {upload_id} answered status {completed.get('status')!r}",
+            )
+        return cast(Upload, completed)
+
+    def _completed_upload(self, upload: Upload) -> Upload | None:
+        """The completed Upload with its File, if an earlier attempt completed ``upload``; else ``None``."""
+        candidates = self.find_files(
+            filename=upload["filename"],
+            purpose=upload["purpose"],
+            created_after=float(upload.get("created_at") or 0),
+            size=upload.get("bytes"),
         )
+        if not candidates:
+            return None
+        if len(candidates) > 1:
+            ids = ", ".join(str(f.get("id")) for f in candidates[:10])
+            raise AzureOpenAIUploadError(
+                f"Upload {upload['id']} was completed, but {len(candidates)} files match it ({ids}); "
+                "cannot tell which one it produced",
+                upload_id=upload["id"],
+                cancelled=False,
+            )
+        self.log.info("Upload %s was already completed as file %s", upload["id"], candidates[0].get("id"))
+        return cast(Upload, {**upload, "status": "completed", "file": candidates[0]})
 
     def cancel_upload(self, *, upload_id: str) -> Upload:
-        """Cancel an Upload; its parts are discarded."""
+        """Cancel an Upload; its parts are discarded. Cancelling a cancelled upload is harmless."""
         self._require("cancel_upload", self.surface.supports_uploads)
-        return self.client.request_json("POST", f"uploads/{self._check_id(upload_id, 'upload_id')}/cancel")
+        check_id(upload_id, "upload_id")
+        upload = self.client.request_object(
+            "POST", ("uploads", upload_id, "cancel"), expect=ObjectKind.UPLOAD, expect_id=upload_id
+        )
+        return cast(Upload, upload)
+
+    def cancel_upload_quietly(self, upload_id: str) -> bool:
+        """Cancel an upload, logging instead of raising when that fails (cleanup paths); True if cancelled."""
+        try:
+            self.cancel_upload(upload_id=upload_id)
+        except AzureOpenAIError as exc:
+            self.log.warning("Could not cancel upload %s: %s", upload_id, exc)
+            return False
+        self.log.warning("Upload %s cancelled", upload_id)
+        return True
 
     def upload_multipart(
         self,
@@ -441,74 +591,68 @@ class AzureOpenAIHook(BaseHook):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         progress_interval: float = 5.0,
         stop: threading.Event | None = None,
-        on_upload_created: Any = None,
+        on_upload_created: Callable[[str], None] | None = None,
+        resume_from: UploadCheckpoint | dict[str, Any] | None = None,
+        on_checkpoint: CheckpointListener | None = None,
+        keep_on_failure: bool | KeepPolicy = False,
     ) -> Upload:
-        """Upload a file of up to 9 GiB: create an Upload, send parts in parallel, complete it with the md5.
+        """Upload a file of up to 9 GiB: create (or resume) an Upload, send parts in parallel, complete it.
 
-        Memory stays near ``max_concurrency x part_size`` whatever the file size; the md5 is computed while
-        reading (one pass). A part that keeps failing stops the upload, which is then cancelled, as it is
-        when the task is killed (``stop`` set) or interrupted.
+        The md5 of the source is computed alongside and verified by the service; the source's size and
+        modification time (or etag/version) are checked before completing. Memory stays flat for local
+        files whatever ``part_size`` and ``max_concurrency``; other sources hold at most
+        ``max_concurrency`` parts in memory.
 
-        :param on_upload_created: called with the upload id once it exists (operators use it for on_kill).
-        :raises AzureOpenAIInvalidArgumentError: bad source, purpose, part_size or max_concurrency; nothing sent.
-        :raises AzureOpenAIUploadError: the upload gave up and was cancelled.
+        Resuming: ``on_checkpoint(checkpoint, part_index)`` is told of every change (created, each part
+        accepted, completed); persist ``checkpoint.to_json()`` anywhere and pass it back as ``resume_from``
+        to a later call, which then sends only the parts not yet accepted, or returns the completed upload's
+        File if it is still there. A checkpoint that no longer fits (the source, part size, name or endpoint
+        changed, or the upload expired or was cancelled) starts a new upload and cancels the old one.
+
+        Failures cancel the upload, unless ``keep_on_failure`` (a bool, or a callable deciding per exception)
+        keeps one that a later call can resume (network trouble, 5xx/429 after the retries); a set ``stop``, a
+        changed source and every other error always cancel it.
+
+        :param on_upload_created: called with the upload id once it exists (or is resumed).
+        :raises AzureOpenAIInvalidArgumentError: bad source, purpose, part_size, max_concurrency, ...; nothing sent.
+        :raises AzureOpenAIUploadError: the upload gave up (``.cancelled`` says whether it was cancelled).
+        :raises AzureOpenAISourceChangedError: the source changed during the upload; it was cancelled.
+        :raises AzureOpenAIStoppedError: ``stop`` was set; the upload was cancelled.
         """
         self._require("upload_multipart", self.surface.supports_uploads)
-        if (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or not 1 <= max_concurrency <= 32
-        ):
-            raise AzureOpenAIInvalidArgumentError("max_concurrency", "must be an integer from 1 to 32")
+        check_int(max_concurrency, "max_concurrency", minimum=1, maximum=MAX_CONCURRENCY)
+        check_seconds(progress_interval, "progress_interval", minimum=0, allow_zero=True)
+        if mime_type is not None:
+            check_text(mime_type, "mime_type", max_chars=255)
+        if resume_from is not None and not isinstance(resume_from, UploadCheckpoint):
+            try:
+                resume_from = UploadCheckpoint.from_json(resume_from)
+            except ValueError as exc:
+                raise AzureOpenAIInvalidArgumentError("resume_from", str(exc)) from None
+        if not (isinstance(keep_on_failure, bool) or callable(keep_on_failure)):
+            raise AzureOpenAIInvalidArgumentError("keep_on_failure", "must be a bool or a callable")
         opened, name = self._prepare_upload(source, purpose, filename, "create_upload", MAX_UPLOAD_BYTES)
         check_part_size(part_size, opened.size)
         mime_type = mime_type or ("text/jsonl" if name.endswith(".jsonl") else "application/octet-stream")
-
-        upload = self.create_upload(
-            filename=name, purpose=purpose, total_bytes=opened.size, mime_type=mime_type
-        )
-        upload_id = upload["id"]
-        if on_upload_created is not None:
-            on_upload_created(upload_id)
-        progress = Progress(total=opened.size, interval=progress_interval, logger=self.log)
         self.log.info(
-            "Upload %s: %s, %d bytes in parts of %d, %d in parallel",
-            upload_id,
+            "Multipart upload of %s: %d bytes in parts of %d, %d in parallel",
             opened.description,
             opened.size,
             part_size,
             max_concurrency,
         )
-
-        def send_part(data: bytes) -> str:
-            return self.add_upload_part(upload_id=upload_id, data=data, on_bytes=progress.add)["id"]
-
-        try:
-            part_ids, md5 = send_parts(
-                source=opened,
-                part_size=part_size,
-                max_concurrency=max_concurrency,
-                send_part=send_part,
-                stop=stop,
-            )
-            completed = self.complete_upload(upload_id=upload_id, part_ids=part_ids, md5=md5)
-        except BaseException as exc:
-            self.cancel_upload_quietly(upload_id)
-            if isinstance(exc, AzureOpenAIError) and not isinstance(exc, AzureOpenAIUploadError):
-                raise AzureOpenAIUploadError(
-                    f"Upload {upload_id} of {opened.description} failed and was cancelled: {exc}",
-                    upload_id=upload_id,
-                ) from exc
-            raise
-        self.log.info(
-            "%s; upload %s completed as file %s", progress.describe(), upload_id, completed["file"]["id"]
-        )
-        return completed
-
-    def cancel_upload_quietly(self, upload_id: str) -> None:
-        """Cancel an upload, logging instead of raising when that fails (cleanup paths)."""
-        try:
-            self.cancel_upload(upload_id=upload_id)
-            self.log.warning("Upload %s cancelled", upload_id)
-        except AzureOpenAIError as exc:
-            self.log.warning("Could not cancel upload %s: %s", upload_id, exc)
+        return ResumableUpload(
+            self,
+            source=opened,
+            filename=name,
+            purpose=purpose,
+            mime_type=mime_type,
+            part_size=part_size,
+            max_concurrency=max_concurrency,
+            progress=Progress(total=opened.size, interval=float(progress_interval), logger=self.log),
+            stop=stop,
+            resume_from=resume_from,
+            on_checkpoint=on_checkpoint,
+            keep_on_failure=keep_on_failure,
+            on_upload_created=on_upload_created,
+        ).run()

@@ -67,6 +67,44 @@ class UploadStatus(str, enum.Enum):
         return self in (UploadStatus.CANCELLED, UploadStatus.EXPIRED)
 
 
+class ObjectKind(str, enum.Enum):
+    """The ``object`` field of what an operation promises to answer."""
+
+    FILE = "file"
+    LIST = "list"
+    UPLOAD = "upload"
+    PART = "upload.part"
+    DELETION = "file.deleted"  # {"object": "file", "deleted": true, "id": ...}: a File's deletion status
+
+
+def check_object(payload: Any, expect: ObjectKind, expect_id: str | None = None) -> str | None:
+    """Why ``payload`` is not the ``expect`` object (with id ``expect_id``); ``None`` when it is.
+
+    A File where a list was expected, a list where a File was expected, or another object's id are all
+    answers to some other request, never a success of this one.
+    """
+    if not isinstance(payload, dict):
+        return f"expected a JSON object, got {type(payload).__name__}"
+    wanted = "file" if expect is ObjectKind.DELETION else expect.value
+    kind = payload.get("object")
+    if kind != wanted:
+        return f"expected an object of kind {wanted!r}, got {str(kind)[:40]!r}"
+    if expect is ObjectKind.LIST:
+        if not isinstance(payload.get("data"), list) or not all(isinstance(i, dict) for i in payload["data"]):
+            return "the list has no 'data' array of objects"
+        return None
+    if not isinstance(payload.get("id"), str) or not payload["id"]:
+        return "the object has no id"
+    if expect_id is not None and payload["id"] != expect_id:
+        return f"asked for {expect_id!r} but the answer is {payload['id'][:80]!r}"
+    if expect is ObjectKind.DELETION and not isinstance(payload.get("deleted"), bool):
+        return "the deletion status has no boolean 'deleted'"
+    if expect is ObjectKind.UPLOAD and payload.get("status") == UploadStatus.COMPLETED.value:
+        if not isinstance(payload.get("file"), dict) or not isinstance(payload["file"].get("id"), str):
+            return "a completed upload without its file"
+    return None
+
+
 class Surface(str, enum.Enum):
     """The three HTTP surfaces of the service that share one file store."""
 
@@ -120,6 +158,9 @@ FOUNDRY_PURPOSES = (
     "vision",
 )
 
+# Every purpose a file can have on any surface (list filters are checked against it).
+ALL_PURPOSES = tuple(dict.fromkeys((*DATA_PLANE_PURPOSES, *V1_PURPOSES, *FOUNDRY_PURPOSES, "user_data")))
+
 # Purposes whose content the service validates as JSON Lines.
 JSONL_PURPOSES = frozenset({"fine-tune", "batch"})
 
@@ -137,6 +178,7 @@ MAX_PART_BYTES = MAX_FILE_BYTES
 MIN_PART_BYTES = 1 * MiB
 DEFAULT_PART_BYTES = 64 * MiB
 DEFAULT_MAX_CONCURRENCY = 4
+MAX_CONCURRENCY = 32
 # Parts land as Azure Storage blocks (UploadPartResource.azure_block_id); a block blob holds at most
 # 50,000 blocks, so more parts than that cannot be committed.
 MAX_PARTS = 50_000

@@ -1,9 +1,10 @@
 """Operators that put files into Azure OpenAI / Foundry: import from a URL, multipart upload, plain upload.
 
-Each operator is thin: it calls one hook method (which validates every argument before any request), then
-returns the service's object as plain JSON for XCom, or, with ``wait_for_processing=True``, waits for the
-file to be ``processed`` (in the worker, or in the triggerer when ``deferrable``), the same way the sensor
-does. No HTTP here; the hook and the client own it.
+Each operator is thin: it checks its arguments (the non-templated ones in the constructor, the templated
+ones before the first request), asks :mod:`~airflow_provider_aoai.lifecycle` whether an earlier try already
+did the work, calls one hook method, and returns the service's object as plain JSON for XCom -- or, with
+``wait_for_processing=True``, waits for the file to be ``processed`` (in the worker, or in the triggerer when
+``deferrable``), the same way the sensor does. No HTTP here; the hook and the client own it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,24 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_aoai.models import DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_BYTES, File, Upload
-from airflow_provider_aoai.sensors import default_deferrable
+from airflow_provider_aoai.config import default_deferrable
+from airflow_provider_aoai.lifecycle import (
+    FileMemory,
+    UploadMemory,
+    inputs_digest,
+    is_last_try,
+    task_state_store,
+)
+from airflow_provider_aoai.models import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_PART_BYTES,
+    MAX_CONCURRENCY,
+    MAX_PART_BYTES,
+    MIN_PART_BYTES,
+    File,
+    Upload,
+)
+from airflow_provider_aoai.validation import MIN_POLL_SECONDS, check_bool, check_int, check_seconds
 
 if TYPE_CHECKING:
     from airflow_provider_aoai.hooks import AzureOpenAIHook
@@ -27,13 +44,15 @@ DEFAULT_WAIT_TIMEOUT = 60 * 60.0
 
 
 class _AzureOpenAIFileOperator(BaseOperator):
-    """Shared by the operators: the hook, and the optional wait for processing.
+    """Shared by the operators: the hook, the optional wait for processing, and being killed.
 
     :param aoai_conn_id: the ``aoai`` connection (templated).
     :param wait_for_processing: wait until the new file is ``processed``; fail if it ends in ``error``.
     :param deferrable: wait in the triggerer; defaults to ``[operators] default_deferrable``.
-    :param poll_interval: seconds between status checks while waiting.
+    :param poll_interval: seconds between status checks while waiting (at least 0.05).
     :param wait_timeout: seconds to wait for processing before failing.
+    :param force_new: always create a new file, even when an earlier try (or run before a clear) of this task
+        instance already created one for the same inputs (Airflow 3.3+, where tries remember).
     """
 
     ui_color = "#cfe5ff"
@@ -46,14 +65,19 @@ class _AzureOpenAIFileOperator(BaseOperator):
         deferrable: bool | None = None,
         poll_interval: float = DEFAULT_WAIT_POLL_INTERVAL,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        force_new: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.aoai_conn_id = aoai_conn_id
-        self.wait_for_processing = wait_for_processing
-        self.deferrable = default_deferrable() if deferrable is None else deferrable
-        self.poll_interval = poll_interval
-        self.wait_timeout = wait_timeout
+        self.wait_for_processing = check_bool(wait_for_processing, "wait_for_processing")
+        self.deferrable = default_deferrable() if deferrable is None else check_bool(deferrable, "deferrable")
+        self.poll_interval = check_seconds(
+            poll_interval, "poll_interval", minimum=MIN_POLL_SECONDS, allow_zero=True
+        )
+        self.wait_timeout = check_seconds(wait_timeout, "wait_timeout")
+        self.force_new = check_bool(force_new, "force_new")
+        self._stop = threading.Event()
 
     @cached_property
     def hook(self) -> AzureOpenAIHook:
@@ -66,7 +90,7 @@ class _AzureOpenAIFileOperator(BaseOperator):
         """``result`` (a File, or an Upload with a nested File) updated with the file's latest state."""
         if result.get("object") == "upload":
             return {**result, "file": file}
-        return file
+        return dict(file)
 
     def _finish(self, result: dict[str, Any], file_id: str) -> dict[str, Any]:
         self.log.info("File id: %s", file_id)
@@ -74,7 +98,7 @@ class _AzureOpenAIFileOperator(BaseOperator):
             return result
         if not self.deferrable:
             file = self.hook.wait_for_file(
-                file_id=file_id, poll_interval=self.poll_interval, timeout=self.wait_timeout
+                file_id=file_id, poll_interval=self.poll_interval, timeout=self.wait_timeout, stop=self._stop
             )
             return self._with_file(result, file)
         from airflow_provider_aoai.triggers import AzureOpenAIFileStatusTrigger
@@ -89,14 +113,49 @@ class _AzureOpenAIFileOperator(BaseOperator):
             method_name="execute_complete",
             kwargs={"result": result},
         )
+        raise RuntimeError("defer() returned")  # pragma: no cover - defer always raises TaskDeferred
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None, result: Any = None) -> Any:
         """Resume after processing: return the result with its processed File, or raise what the event says."""
         from airflow_provider_aoai.triggers import file_from_event
 
-        file = file_from_event(event)
+        expected = None
+        if isinstance(result, dict):
+            expected = result["file"].get("id") if isinstance(result.get("file"), dict) else result.get("id")
+        file = file_from_event(event, expected_file_id=expected)
         self.log.info("File %s is %s", file.get("id"), file.get("status"))
-        return self._with_file(result if isinstance(result, dict) else file, file)
+        return self._with_file(result if isinstance(result, dict) else dict(file), file)
+
+    def on_kill(self) -> None:
+        """Stop at once: requests in flight are aborted; the work that started it undoes what it must."""
+        self._stop.set()
+        if "hook" in self.__dict__:
+            self.hook.abort_in_flight()
+
+    def _file_memory(self, context: Any) -> FileMemory | None:
+        store = task_state_store(context, self.log)
+        return FileMemory(store, self.log) if store is not None else None
+
+    def _create_once(
+        self, context: Any, inputs: str, *, filename: str, purpose: str, size: int | None, create: Any
+    ) -> File:
+        """``create()`` the file, unless an earlier try with the same ``inputs`` did; remember what happened."""
+        memory = self._file_memory(context)
+        if memory is not None:
+            if self.force_new:
+                memory.forget()
+            else:
+                file = memory.reattach(self.hook, inputs, filename=filename, purpose=purpose, size=size)
+                if file is not None:
+                    return file
+            memory.asking(inputs)
+        file: File = create()
+        if memory is not None:
+            try:
+                memory.created(file["id"], inputs)
+            except Exception as exc:  # noqa: BLE001 - the file exists; losing the note only costs a retry
+                self.log.warning("Could not record file %s for later tries: %s", file["id"], exc)
+        return file
 
 
 class AzureOpenAIImportFileOperator(_AzureOpenAIFileOperator):
@@ -104,7 +163,8 @@ class AzureOpenAIImportFileOperator(_AzureOpenAIFileOperator):
 
     Data plane connections only (the v1 and Foundry surfaces have no import). The URL's query string,
     which holds a SAS signature, is registered with the secrets masker as soon as it is rendered.
-    Returns the File dict; its ``id`` is the XCom return value's ``id``.
+    Returns the File dict; its ``id`` is the XCom return value's ``id``. On Airflow 3.3+ a retry (or a clear)
+    with the same inputs re-attaches to the file an earlier try created instead of importing again.
 
     :param content_url: http(s) URL the service can GET (templated).
     :param filename: name of the file in the service (templated).
@@ -127,8 +187,24 @@ class AzureOpenAIImportFileOperator(_AzureOpenAIFileOperator):
             mask_url_secrets(self.content_url)  # before Airflow records the rendered fields
 
     def execute(self, context: Any) -> File:
-        file = self.hook.import_file(
-            content_url=self.content_url, filename=self.filename, purpose=self.purpose
+        hook = self.hook
+        hook.check_import_file(content_url=self.content_url, filename=self.filename, purpose=self.purpose)
+        inputs = inputs_digest(
+            kind="import",
+            endpoint=hook.client.base_url,
+            content_url=self.content_url,
+            filename=self.filename,
+            purpose=self.purpose,
+        )
+        file = self._create_once(
+            context,
+            inputs,
+            filename=self.filename,
+            purpose=self.purpose,
+            size=None,
+            create=lambda: hook.import_file(
+                content_url=self.content_url, filename=self.filename, purpose=self.purpose
+            ),
         )
         return self._finish(file, file["id"])
 
@@ -136,16 +212,22 @@ class AzureOpenAIImportFileOperator(_AzureOpenAIFileOperator):
 class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
     """Upload a file of up to 9 GiB with the Uploads API: parts sent in parallel, completed with its md5.
 
-    Progress (bytes, percent, MB/s, ETA) is logged every ``progress_interval`` seconds. When the task fails
-    or is killed the upload is cancelled, so nothing is left half-uploaded. Returns the Upload dict with
-    its nested File (the file id is at ``["file"]["id"]``).
+    Progress (bytes, percent, MB/s, ETA) is logged every ``progress_interval`` seconds. Returns the Upload
+    dict with its nested File (the file id is at ``["file"]["id"]``).
+
+    On Airflow 3.3+ the upload survives its try: the upload id, part size, source fingerprint and accepted
+    part ids are kept in the ``task_state_store``, and a retry or a clear of this task instance sends only the
+    parts not yet accepted (or re-attaches to the completed file). A failure the next try can resume from
+    keeps the upload; a kill (``on_kill``, mark failed), the last try failing, bad input and a changed source
+    cancel it.
 
     :param source: local path, ``file://``/``memory://``/any fsspec URL, or ``ObjectStoragePath`` (templated).
     :param purpose: e.g. ``fine-tune`` (templated).
     :param filename: name in the service; defaults to the source's name (templated).
     :param mime_type: defaults to ``text/jsonl`` for ``.jsonl`` names (templated).
     :param part_size: bytes per part, 1 MiB to 512 MiB (default 64 MiB).
-    :param max_concurrency: parts in flight at once (memory is about ``max_concurrency x part_size``).
+    :param max_concurrency: parts in flight at once, 1 to 32.
+    :param progress_interval: seconds between progress log lines.
     """
 
     template_fields: Sequence[str] = ("source", "purpose", "filename", "mime_type", "aoai_conn_id")
@@ -167,17 +249,27 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
         self.purpose = purpose
         self.filename = filename
         self.mime_type = mime_type
-        self.part_size = part_size
-        self.max_concurrency = max_concurrency
-        self.progress_interval = progress_interval
-        self._stop = threading.Event()
-        self._upload_id: str | None = None
-
-    def _remember_upload(self, upload_id: str) -> None:
-        self._upload_id = upload_id
+        self.part_size = check_int(part_size, "part_size", minimum=MIN_PART_BYTES, maximum=MAX_PART_BYTES)
+        self.max_concurrency = check_int(
+            max_concurrency, "max_concurrency", minimum=1, maximum=MAX_CONCURRENCY
+        )
+        self.progress_interval = check_seconds(
+            progress_interval, "progress_interval", minimum=0, allow_zero=True
+        )
 
     def execute(self, context: Any) -> Upload:
-        upload = self.hook.upload_multipart(
+        hook = self.hook
+        store = task_state_store(context, self.log)
+        memory = UploadMemory(store, self.log) if store is not None else None
+        resume_from = memory.load() if memory is not None else None
+        if resume_from is not None and self.force_new:
+            self.log.info("force_new: not resuming upload %s", resume_from.upload_id)
+            if resume_from.file_id is None:
+                hook.cancel_upload_quietly(resume_from.upload_id)
+            memory.forget()  # type: ignore[union-attr]
+            resume_from = None
+        keep = memory is not None and not is_last_try(context, self.retries)
+        upload = hook.upload_multipart(
             source=self.source,
             purpose=self.purpose,
             filename=self.filename,
@@ -186,22 +278,20 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
             max_concurrency=self.max_concurrency,
             progress_interval=self.progress_interval,
             stop=self._stop,
-            on_upload_created=self._remember_upload,
+            resume_from=resume_from,
+            on_checkpoint=memory.save if memory is not None else None,
+            keep_on_failure=lambda exc: keep and not self._stop.is_set(),
         )
         return self._finish(upload, upload["file"]["id"])
-
-    def on_kill(self) -> None:
-        """Stop sending parts and cancel the upload on the service."""
-        self._stop.set()
-        if self._upload_id is not None:
-            self.hook.cancel_upload_quietly(self._upload_id)
 
 
 class AzureOpenAIUploadFileOperator(_AzureOpenAIFileOperator):
     """Upload a file of up to 512 MiB in one streamed request (``POST files``).
 
     Works on every surface; on a Foundry project connection it uploads agent files
-    (``{project}/files?api-version=v1``). Returns the File (or Foundry FileInfo) dict.
+    (``{project}/files?api-version=v1``). Returns the File (or Foundry FileInfo) dict. On Airflow 3.3+ a retry
+    (or a clear) with the same inputs -- the same source, unchanged -- re-attaches to the file an earlier try
+    created instead of uploading again.
 
     :param source: local path, ``file://``/fsspec URL, or ``ObjectStoragePath`` (templated).
     :param purpose: e.g. ``assistants``, ``fine-tune``, ``batch``, ``vision`` (templated).
@@ -217,5 +307,26 @@ class AzureOpenAIUploadFileOperator(_AzureOpenAIFileOperator):
         self.filename = filename
 
     def execute(self, context: Any) -> File:
-        file = self.hook.upload_file(source=self.source, purpose=self.purpose, filename=self.filename)
+        hook = self.hook
+        opened, name = hook.check_upload_file(
+            source=self.source, purpose=self.purpose, filename=self.filename
+        )
+        inputs = inputs_digest(
+            kind="upload_file",
+            endpoint=hook.client.base_url,
+            source=opened.description,
+            fingerprint=opened.fingerprint.to_json(),
+            filename=name,
+            purpose=self.purpose,
+        )
+        file = self._create_once(
+            context,
+            inputs,
+            filename=name,
+            purpose=self.purpose,
+            size=opened.size,
+            create=lambda: hook.upload_file(
+                source=self.source, purpose=self.purpose, filename=self.filename, stop=self._stop
+            ),
+        )
         return self._finish(file, file["id"])

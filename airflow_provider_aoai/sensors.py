@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_aoai.config import default_deferrable
 from airflow_provider_aoai.exceptions import AzureOpenAIFileProcessingError
 from airflow_provider_aoai.models import File, FileStatus
+from airflow_provider_aoai.validation import MIN_POLL_SECONDS, check_bool, check_id, check_seconds
 
 if TYPE_CHECKING:
     from airflow_provider_aoai.hooks import AzureOpenAIHook
-
-
-def default_deferrable() -> bool:
-    """``[operators] default_deferrable``, read when a task is built (not when this module is imported)."""
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 class AzureOpenAIFileStatusSensor(BaseSensorOperator):
@@ -28,7 +26,7 @@ class AzureOpenAIFileStatusSensor(BaseSensorOperator):
     ``status_details``) or ``deleted``. Works in ``poke`` and ``reschedule`` modes and, with
     ``deferrable=True``, frees the worker slot and waits in the triggerer.
 
-    :param file_id: the file to watch (templated).
+    :param file_id: the file to watch (templated; checked before the first request).
     :param aoai_conn_id: the ``aoai`` connection (templated).
     :param deferrable: wait in the triggerer; defaults to ``[operators] default_deferrable``.
     """
@@ -47,7 +45,16 @@ class AzureOpenAIFileStatusSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.file_id = file_id
         self.aoai_conn_id = aoai_conn_id
-        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.deferrable = default_deferrable() if deferrable is None else check_bool(deferrable, "deferrable")
+        poke = (
+            self.poke_interval.total_seconds()
+            if hasattr(self.poke_interval, "total_seconds")
+            else self.poke_interval
+        )
+        check_seconds(poke, "poke_interval", minimum=MIN_POLL_SECONDS, allow_zero=True)
+        timeout = self.timeout.total_seconds() if hasattr(self.timeout, "total_seconds") else self.timeout
+        if not (isinstance(timeout, (int, float)) and math.isinf(timeout)):
+            check_seconds(timeout, "timeout")
 
     @cached_property
     def hook(self) -> AzureOpenAIHook:
@@ -56,7 +63,7 @@ class AzureOpenAIFileStatusSensor(BaseSensorOperator):
         return AzureOpenAIHook(aoai_conn_id=self.aoai_conn_id)
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
-        file = self.hook.get_file(file_id=self.file_id)
+        file = self.hook.get_file(file_id=check_id(self.file_id, "file_id"))
         status = FileStatus.of(file)
         if status.is_failure:
             raise AzureOpenAIFileProcessingError(file)
@@ -66,6 +73,7 @@ class AzureOpenAIFileStatusSensor(BaseSensorOperator):
         return False
 
     def execute(self, context: Any) -> Any:
+        check_id(self.file_id, "file_id")
         if not self.deferrable:
             return super().execute(context)
         done = self.poke(context)  # no need to defer a file that is already processed
@@ -87,6 +95,6 @@ class AzureOpenAIFileStatusSensor(BaseSensorOperator):
         """Resume after the trigger fired: return the processed File or raise what the event reports."""
         from airflow_provider_aoai.triggers import file_from_event
 
-        file = file_from_event(event)
+        file = file_from_event(event, expected_file_id=self.file_id)
         self.log.info("File %s is %s", file.get("id"), file.get("status"))
         return file

@@ -9,6 +9,7 @@ operators resume the same way.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,9 +19,11 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIError,
     AzureOpenAIFileProcessingError,
+    AzureOpenAIInvalidArgumentError,
     AzureOpenAIWaitTimeoutError,
 )
 from airflow_provider_aoai.models import File, FileStatus
+from airflow_provider_aoai.validation import MIN_POLL_SECONDS, check_id, check_seconds, check_text
 
 EVENT_SUCCESS = "success"
 EVENT_FAILED = "failed"  # the file ended in error or deleted
@@ -33,16 +36,24 @@ class AzureOpenAIFileStatusTrigger(BaseTrigger):
 
     :param file_id: the file to watch.
     :param aoai_conn_id: the ``aoai`` connection.
-    :param poll_interval: seconds between checks.
+    :param poll_interval: seconds between checks; never less than 0.05 (a tight loop would hammer the service).
     :param end_time: give up at this UNIX time (absolute, so a triggerer restart does not extend it).
     """
 
     def __init__(self, *, file_id: str, aoai_conn_id: str, poll_interval: float, end_time: float) -> None:
         super().__init__()
-        self.file_id = file_id
-        self.aoai_conn_id = aoai_conn_id
-        self.poll_interval = poll_interval
-        self.end_time = end_time
+        self.file_id = check_id(file_id, "file_id")
+        self.aoai_conn_id = check_text(aoai_conn_id, "aoai_conn_id", max_chars=250)
+        self.poll_interval = max(
+            check_seconds(poll_interval, "poll_interval", minimum=0, allow_zero=True), MIN_POLL_SECONDS
+        )
+        if (
+            isinstance(end_time, bool)
+            or not isinstance(end_time, (int, float))
+            or not math.isfinite(end_time)
+        ):
+            raise AzureOpenAIInvalidArgumentError("end_time", "must be a finite UNIX time")
+        self.end_time = float(end_time)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -75,15 +86,16 @@ class AzureOpenAIFileStatusTrigger(BaseTrigger):
                 message = f"File {self.file_id} is still {status.value!r} at the deadline"
                 yield TriggerEvent({**base, "status": EVENT_TIMEOUT, "message": message, "file": file})
                 return
-            self.log.info(
+            self.log.debug(
                 "File %s is %s; checking again in %ss", self.file_id, status.value, self.poll_interval
             )
             await asyncio.sleep(self.poll_interval)
 
 
-def file_from_event(event: Any) -> File:
+def file_from_event(event: Any, expected_file_id: str | None = None) -> File:
     """Validate a trigger event and return its processed File, or raise what the event stands for.
 
+    :param expected_file_id: the file the task waited for; an event about any other file is malformed.
     :raises AzureOpenAIFileProcessingError: the file ended in ``error`` or ``deleted``.
     :raises AzureOpenAIWaitTimeoutError: the deadline passed.
     :raises AzureOpenAIError: the service could not be asked, or the event is malformed.
@@ -91,10 +103,17 @@ def file_from_event(event: Any) -> File:
     if not isinstance(event, dict) or "status" not in event:
         raise AzureOpenAIError(f"Malformed trigger event: {event!r}")
     status = event["status"]
-    if status == EVENT_SUCCESS and isinstance(event.get("file"), dict):
-        return event["file"]
-    if status == EVENT_FAILED and isinstance(event.get("file"), dict):
-        raise AzureOpenAIFileProcessingError(event["file"])
+    file = event.get("file")
+    if isinstance(file, dict) and expected_file_id is not None and file.get("id") != expected_file_id:
+        raise AzureOpenAIError(f"Trigger event is about file {file.get('id')!r}, not {expected_file_id!r}")
+    if status == EVENT_SUCCESS and isinstance(file, dict):
+        if FileStatus.of(file) is not FileStatus.PROCESSED:
+            raise AzureOpenAIError(
+                f"Trigger event reports success for a file in status {file.get('status')!r}"
+            )
+        return file  # type: ignore[return-value]
+    if status == EVENT_FAILED and isinstance(file, dict):
+        raise AzureOpenAIFileProcessingError(file)
     errors = {EVENT_TIMEOUT: AzureOpenAIWaitTimeoutError, EVENT_ERROR: AzureOpenAIError}
     if status in errors:
         raise errors[status](event.get("message") or f"File {event.get('file_id')}: {status}")

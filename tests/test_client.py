@@ -143,4 +143,4 @@ def test_a_create_whose_connection_never_opened_is_repeated():
         endpoint=f"http://127.0.0.1:{port}", auth=ApiKeyAuth(API_KEY), max_retries=2, backoff_seconds=0.01
     )
     with pytest.raises(AzureOpenAIConnectionError, match="after 3 attempt"):
-        client.request("POST", "uploads", retry=Retry.CREATE, json={})
+        client.request("POST", ("uploads",), retry=Retry.CREATE, json={})

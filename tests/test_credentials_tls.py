@@ -98,5 +98,5 @@ def test_tls_is_verified(tls_emulator, monkeypatch):
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     set_connection(monkeypatch, "aoai_untrusted", host=tls_emulator.url, password="any-key-will-do")
-    with pytest.raises(AzureOpenAIConnectionError, match="SSLError"):
+    with pytest.raises(AzureOpenAIConnectionError, match="TLS failed"):
         AzureOpenAIHook(aoai_conn_id="aoai_untrusted").list_files()

@@ -17,6 +17,7 @@ from airflow_provider_aoai.exceptions import (
     AzureOpenAIFileProcessingError,
     AzureOpenAIInvalidArgumentError,
     AzureOpenAINotFoundError,
+    AzureOpenAIStoppedError,
     AzureOpenAIUnsupportedOperationError,
     AzureOpenAIUploadError,
     AzureOpenAIWaitTimeoutError,
@@ -169,7 +170,7 @@ def test_upload_multipart_stop_event_cancels(hook, emulator, tmp_path):
         created.append(upload_id)
         stop.set()  # as on_kill would, right after the upload exists
 
-    with pytest.raises(AzureOpenAIUploadError):
+    with pytest.raises(AzureOpenAIStoppedError):
         hook.upload_multipart(
             source=path, purpose="fine-tune", part_size=1024 * 1024, stop=stop, on_upload_created=on_created
         )
@@ -259,7 +260,7 @@ def _sparse(tmp_path, name, size):
             "total_bytes",
         ),
         (lambda h, p: h.complete_upload(upload_id="u", part_ids=[]), "part_ids"),
-        (lambda h, p: h.get_file(file_id="../etc"), "file_id"),
+        (lambda h, p: h.get_file(file_id=".."), "file_id"),
         (lambda h, p: h.add_upload_part(upload_id="u", data=b""), "data"),
     ],
 )
@@ -403,13 +404,13 @@ def test_list_files_follows_pages(emulator, monkeypatch, chat_file):
         hook.upload_file(source=chat_file, purpose="fine-tune")
     everything = hook.list_files()
     # ask for pages of one: the hook must walk them all
-    original = hook.client.request_json
+    original = hook.client.request_object
 
     def one_per_page(method, path, **kwargs):
         kwargs["params"] = {**(kwargs.get("params") or {}), "limit": 1}
         return original(method, path, **kwargs)
 
-    monkeypatch.setattr(hook.client, "request_json", one_per_page)
+    monkeypatch.setattr(hook.client, "request_object", one_per_page)
     assert [f["id"] for f in hook.list_files()] == [f["id"] for f in everything]
 
 

@@ -87,15 +87,43 @@ def test_import_operator_masks_the_rendered_sas_signature(emulator, aoai_conn):
     assert operator.execute({})["status"] == "processed"
 
 
-def test_on_kill_cancels_the_running_upload(hook, emulator, chat_file):
-    operator = AzureOpenAIMultipartUploadOperator(task_id="mp", source=str(chat_file), purpose="fine-tune")
-    upload = hook.create_upload(
-        filename="k.jsonl", purpose="fine-tune", total_bytes=100, mime_type="text/jsonl"
+def test_on_kill_aborts_parts_in_flight_and_cancels_the_upload(aoai_conn, emulator, tmp_path):
+    """on_kill (what SIGTERM and mark-failed call) ends a running upload at once and cancels it."""
+    import threading
+    import time
+
+    from airflow_provider_aoai.exceptions import AzureOpenAIStoppedError
+
+    source = tmp_path / "big.jsonl"
+    source.write_bytes(jsonl([CHAT_LINE] * 6000))  # about 850 KiB per 6000 lines -> several parts
+    source.write_bytes(source.read_bytes() * 10)
+    emulator.faults.set_link(bandwidth_bytes_per_second=256 * 1024)  # each 1 MiB part takes ~4 s
+    operator = AzureOpenAIMultipartUploadOperator(
+        task_id="mp", source=str(source), purpose="fine-tune", part_size=1024 * 1024, max_concurrency=2
     )
-    operator._remember_upload(upload["id"])
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            operator.execute({})
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while not emulator.faults.calls("uploads.parts") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert emulator.faults.calls("uploads.parts"), "no part was started"
+    killed = time.monotonic()
     operator.on_kill()
-    assert emulator.store.get_upload(upload["id"])["status"] == "cancelled"
-    assert operator._stop.is_set()
+    worker.join(timeout=10)
+    took = time.monotonic() - killed
+    assert not worker.is_alive()
+    assert took < 2.0, f"the upload took {took:.1f}s to stop"
+    assert isinstance(outcome.get("error"), AzureOpenAIStoppedError)
+    upload_id = emulator.faults.calls("uploads.parts")[0].path.split("/")[3]
+    assert emulator.store.get_upload(upload_id)["status"] == "cancelled"
 
 
 @pytest.mark.parametrize(
