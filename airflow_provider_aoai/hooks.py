@@ -9,6 +9,7 @@ local and object-storage destinations in :mod:`~airflow_provider_aoai.downloads`
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -406,12 +407,21 @@ class AzureOpenAIHook(BaseHook):
                 time.sleep(poll_interval)
 
     def find_files(
-        self, *, filename: str, purpose: str, created_after: float, size: int | None = None
+        self,
+        *,
+        filename: str,
+        purpose: str,
+        created_after: float,
+        size: int | None = None,
+        clock_skew: float = CLOCK_SKEW_SECONDS,
     ) -> list[File]:
         """Files named ``filename`` with ``purpose`` (and ``size`` bytes) created at or after ``created_after``.
 
         How a retry finds the file an interrupted create produced, and how a completed upload's File is
         found (the service offers no lookup by upload id). Deleted and failed files are left out.
+
+        :param clock_skew: seconds of difference tolerated between the clock ``created_after`` was read
+            from and the service's (0 when it comes from the service itself, e.g. an upload's ``created_at``).
         """
         check_filename(filename)
         found = []
@@ -419,7 +429,7 @@ class AzureOpenAIHook(BaseHook):
             created = file.get("created_at")
             if file.get("filename") != filename or not isinstance(created, (int, float)):
                 continue
-            if created + CLOCK_SKEW_SECONDS < created_after or FileStatus.of(file).is_failure:
+            if created + clock_skew < created_after or FileStatus.of(file).is_failure:
                 continue
             if size is not None and file.get("bytes") not in (size, None):
                 continue
@@ -528,7 +538,7 @@ class AzureOpenAIHook(BaseHook):
         except AzureOpenAIConflictError:
             if upload is None:
                 raise
-            found = self._completed_upload(upload)
+            found = self._completed_upload(upload, md5)
             if found is None:
                 raise
             return found
@@ -540,14 +550,22 @@ class AzureOpenAIHook(BaseHook):
             )
         return cast(Upload, completed)
 
-    def _completed_upload(self, upload: Upload) -> Upload | None:
-        """The completed Upload with its File, if an earlier attempt completed ``upload``; else ``None``."""
+    def _completed_upload(self, upload: Upload, md5: str | None) -> Upload | None:
+        """The completed Upload with its File, if an earlier attempt completed ``upload``; else ``None``.
+
+        The File is the one named like the upload, with its purpose and size, created since the upload was
+        (both times on the service's clock). Should several match, the one whose content has the upload's
+        md5 is it; if that cannot be told, nothing is guessed.
+        """
         candidates = self.find_files(
             filename=upload["filename"],
             purpose=upload["purpose"],
             created_after=float(upload.get("created_at") or 0),
             size=upload.get("bytes"),
+            clock_skew=0,
         )
+        if len(candidates) > 1 and md5 is not None:
+            candidates = [f for f in candidates if self._content_md5(f["id"]) == md5.lower()] or candidates
         if not candidates:
             return None
         if len(candidates) > 1:
@@ -560,6 +578,20 @@ class AzureOpenAIHook(BaseHook):
             )
         self.log.info("Upload %s was already completed as file %s", upload["id"], candidates[0].get("id"))
         return cast(Upload, {**upload, "status": "completed", "file": candidates[0]})
+
+    def _content_md5(self, file_id: str) -> str | None:
+        """The md5 of a file's content, or ``None`` when the service will not serve it."""
+        digest = hashlib.md5(usedforsecurity=False)
+
+        class _Sink:
+            def write(self, chunk: bytes) -> None:
+                digest.update(chunk)
+
+        try:
+            self.client.download(("files", file_id, "content"), lambda: cast(Any, _Sink()))
+        except AzureOpenAIError:
+            return None
+        return digest.hexdigest()
 
     def cancel_upload(self, *, upload_id: str) -> Upload:
         """Cancel an Upload; its parts are discarded. Cancelling a cancelled upload is harmless."""
@@ -624,9 +656,11 @@ class AzureOpenAIHook(BaseHook):
         check_seconds(progress_interval, "progress_interval", minimum=0, allow_zero=True)
         if mime_type is not None:
             check_text(mime_type, "mime_type", max_chars=255)
-        if resume_from is not None and not isinstance(resume_from, UploadCheckpoint):
+        if resume_from is not None:  # always a copy: the caller's checkpoint is never changed
             try:
-                resume_from = UploadCheckpoint.from_json(resume_from)
+                resume_from = UploadCheckpoint.from_json(
+                    resume_from.to_json() if isinstance(resume_from, UploadCheckpoint) else resume_from
+                )
             except ValueError as exc:
                 raise AzureOpenAIInvalidArgumentError("resume_from", str(exc)) from None
         if not (isinstance(keep_on_failure, bool) or callable(keep_on_failure)):

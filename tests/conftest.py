@@ -19,6 +19,22 @@ if version("apache-airflow").startswith("2."):
     os.environ.setdefault(
         "AIRFLOW__CORE__EXECUTOR", "SequentialExecutor"
     )  # Airflow 2 refuses sqlite otherwise
+else:
+    # dag.test() on Airflow 3 runs DAGs from a configured bundle: the examples, and the test-only DAGs.
+    _LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    os.environ.setdefault(
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
+        json.dumps(
+            [
+                {"name": "dags-folder", "classpath": _LOCAL_BUNDLE, "kwargs": {}},
+                {
+                    "name": "aoai-test-dags",
+                    "classpath": _LOCAL_BUNDLE,
+                    "kwargs": {"path": str(Path(__file__).resolve().parent / "dags")},
+                },
+            ]
+        ),
+    )
 
 import pytest
 
