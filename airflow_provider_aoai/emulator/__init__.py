@@ -146,7 +146,8 @@ class Emulator:
     # ---------------------------------------------------------------- lifecycle
     def build_app(self) -> Any:
         """Create the store and the ASGI app (also used by the command line, which runs it itself)."""
-        from airflow_provider_aoai.emulator.app import EmulatorApp, Identity
+        from airflow_provider_aoai.emulator.app import EmulatorApp
+        from airflow_provider_aoai.emulator.identity import Identity
         from airflow_provider_aoai.emulator.store import Store
 
         if self.data_dir is None:
