@@ -18,6 +18,7 @@ WAN link, request ids and the request log. The handlers live in :mod:`.files` (f
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,18 +27,34 @@ from typing import Any
 
 from airflow_provider_aoai.emulator.control import ControlEndpoints
 from airflow_provider_aoai.emulator.errors import error_response
-from airflow_provider_aoai.emulator.faults import FaultPlan, RequestRecord
+from airflow_provider_aoai.emulator.faults import Fault, FaultPlan, RequestRecord
 from airflow_provider_aoai.emulator.files import FilesEndpoints
 from airflow_provider_aoai.emulator.identity import Identity, IdentityEndpoints
-from airflow_provider_aoai.emulator.routing import Authenticator, Router, surface_of
+from airflow_provider_aoai.emulator.routing import Access, Authenticator, Resolved, Router
 from airflow_provider_aoai.emulator.store import Store, StoreError
 from airflow_provider_aoai.models import Surface
+from airflow_provider_aoai.redaction import redact, register_secret
 
 __all__ = ["EmulatorApp", "Identity"]
 
+# The data plane ErrorCode an injected status answers with.
+FAULT_CODES = {
+    400: "invalidPayload",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "notFound",
+    409: "conflict",
+    429: "tooManyRequests",
+    503: "serviceUnavailable",
+}
+
 
 class EmulatorApp:
-    """The ASGI app: holds the store, auth settings, identity service and fault plan."""
+    """The ASGI app: holds the store, auth settings, identity service and fault plan.
+
+    :param internal_token: the value of the header the emulator's own import downloader sends to its blob
+        container (a fresh random one if not given).
+    """
 
     def __init__(
         self,
@@ -47,16 +64,27 @@ class EmulatorApp:
         identity: Identity,
         faults: FaultPlan,
         blob_dir: Path,
+        internal_token: str | None = None,
     ) -> None:
         self.store = store
         self.api_key = api_key
         self.identity = identity
         self.faults = faults
         self.blob_dir = blob_dir
+        self.internal_token = internal_token or secrets.token_urlsafe(32)
+        # Our own secrets never appear in a message we build, whatever the request echoes.
+        for secret in (
+            api_key,
+            identity.header_secret,
+            identity.client_secret,
+            identity.federated_token,
+            self.internal_token,
+        ):
+            register_secret(secret)
         self.files = FilesEndpoints(store)
         self.control = ControlEndpoints(store, faults, blob_dir)
         self.identity_endpoints = IdentityEndpoints(identity)
-        self.router = self._routes(Router(Authenticator(api_key, identity)))
+        self.router = self._routes(Router(Authenticator(api_key, identity, self.internal_token)))
 
     # ---------------------------------------------------------------- routing table
     def _routes(self, router: Router) -> Router:
@@ -82,39 +110,53 @@ class EmulatorApp:
                 )
 
         identity, control = self.identity_endpoints, self.control
-        router.endpoint("/_emulator/identity/token", ["GET"], identity.identity_token)
+        # The token issuers check their own credentials (X-IDENTITY-HEADER, client secret or assertion).
+        router.endpoint("/_emulator/identity/token", ["GET"], identity.identity_token, Access.OPEN)
         router.endpoint(
-            "/{tenant}/v2.0/.well-known/openid-configuration", ["GET"], identity.openid_configuration
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            ["GET"],
+            identity.openid_configuration,
+            Access.OPEN,
         )
-        router.endpoint("/{tenant}/oauth2/v2.0/token", ["POST"], identity.entra_token)
-        router.endpoint("/_emulator/faults", ["GET", "POST", "DELETE"], control.control_faults)
-        router.endpoint("/_emulator/link", ["POST"], control.control_link)
-        router.endpoint("/_emulator/files/{file_id}/statuses", ["POST"], control.control_statuses)
-        router.endpoint("/_emulator/blobs/{name}", ["GET", "PUT"], control.blob)
-        router.endpoint("/_emulator/health", ["GET"], control.health)
+        router.endpoint("/{tenant}/oauth2/v2.0/token", ["POST"], identity.entra_token, Access.OPEN)
+        router.endpoint("/_emulator/faults", ["GET", "POST", "DELETE"], control.control_faults, Access.KEY)
+        router.endpoint("/_emulator/link", ["POST"], control.control_link, Access.KEY)
+        router.endpoint("/_emulator/files/{file_id}/statuses", ["POST"], control.control_statuses, Access.KEY)
+        router.endpoint("/_emulator/uploads", ["GET"], control.list_uploads, Access.KEY)
+        router.endpoint("/_emulator/blobs/{name}", ["GET"], control.get_blob, Access.KEY_OR_INTERNAL)
+        router.endpoint("/_emulator/blobs/{name}", ["PUT"], control.put_blob, Access.KEY)
+        router.endpoint("/_emulator/health", ["GET"], control.health, Access.OPEN)
         return router
 
     # ---------------------------------------------------------------- the outermost ASGI layer
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.router(scope, receive, send)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
             return
-        operation = self.router.operation_for(scope)
+        if scope["type"] != "http":
+            return  # lifespan is off; nothing else is served
+        resolved = self.router.resolve(scope)
+        operation = resolved.operation
         self.faults.enter(operation)
         try:
-            await self._serve(scope, receive, send, operation)
+            await self._serve(scope, receive, send, resolved)
         finally:
             self.faults.leave(operation)
 
     async def _serve(
-        self, scope: dict[str, Any], receive: Callable, send: Callable, operation: str | None
+        self, scope: dict[str, Any], receive: Callable, send: Callable, resolved: Resolved
     ) -> None:
-        entry = RequestRecord(scope["method"], scope["path"], operation)
+        entry = RequestRecord(
+            resolved.method,
+            resolved.logged_path(),
+            resolved.operation,
+            {name: redact(value, limit=None) for name, value in resolved.params.items()},
+        )
         self.faults.record(entry)
         link = self.faults.link
         if link.latency_seconds:
             await asyncio.sleep(link.latency_seconds)
-        fault = self.faults.take(operation)
+        fault = self.faults.take(resolved.operation, resolved.raw_path)
         request_id = str(uuid.uuid4())
 
         async def send_with_ids(message: dict[str, Any]) -> None:
@@ -126,41 +168,58 @@ class EmulatorApp:
             await send(message)
 
         receive = _throttled(receive, link.bandwidth_bytes_per_second)
-        if fault is not None:
-            if fault.drop:
-                entry.fault = "drop"
-                await _drop_connection(receive, send)
-                return
-            if fault.delay_seconds:
-                entry.fault = "delay"
-                await asyncio.sleep(fault.delay_seconds)
-            if fault.status is not None:
-                entry.fault = f"status {fault.status}"
-                await self._answer_fault(scope, receive, send_with_ids, fault)
-                return
-        await self.router(scope, receive, send_with_ids)
+        if fault is None:
+            await self.router.handle(scope, receive, send_with_ids, resolved)
+            return
+        if fault.delay_seconds:
+            entry.fault = "delay"
+            await asyncio.sleep(fault.delay_seconds)
+        if fault.after:
+            # The service acts on the request; only its answer is lost.
+            served: list[int] = []
 
+            async def swallow(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    served.append(message["status"])
+
+            await self.router.handle(scope, receive, swallow, resolved)
+            outcome = served[0] if served else "nothing"
+            if fault.drop:
+                entry.fault = f"drop after {outcome}"
+                _abort(send)
+            else:
+                entry.fault = f"status {fault.status} after {outcome}"
+                await self._answer_fault(scope, receive, send_with_ids, fault, resolved, drain=False)
+            return
+        if fault.drop:
+            entry.fault = "drop"
+            await receive()  # read the first chunk of the request, then hang up
+            _abort(send)
+            return
+        if fault.status is not None:
+            entry.fault = f"status {fault.status}"
+            await self._answer_fault(scope, receive, send_with_ids, fault, resolved, drain=True)
+            return
+        await self.router.handle(scope, receive, send_with_ids, resolved)
+
+    @staticmethod
     async def _answer_fault(
-        self, scope: dict[str, Any], receive: Callable, send: Callable, fault: Any
+        scope: dict[str, Any],
+        receive: Callable,
+        send: Callable,
+        fault: Fault,
+        resolved: Resolved,
+        *,
+        drain: bool,
     ) -> None:
-        while True:  # drain the body so the client reads our answer rather than a reset
+        status = fault.status or 500  # Fault's validation guarantees a status on this path
+        while drain:  # read the body so the client reads our answer rather than a reset
             message = await receive()
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
-        codes = {
-            400: "invalidPayload",
-            401: "unauthorized",
-            403: "forbidden",
-            404: "notFound",
-            409: "conflict",
-            429: "tooManyRequests",
-            503: "serviceUnavailable",
-        }
         response = error_response(
-            surface_of(scope["path"]),
-            StoreError(
-                fault.status, codes.get(fault.status, "internalFailure"), f"Injected fault {fault.status}."
-            ),
+            resolved.surface,
+            StoreError(status, FAULT_CODES.get(status, "internalFailure"), f"Injected fault {status}."),
         )
         if fault.retry_after is not None:
             response.headers["Retry-After"] = str(fault.retry_after)
@@ -187,11 +246,9 @@ def _throttled(receive: Callable, bandwidth: float | None) -> Callable[[], Await
     return throttled_receive
 
 
-async def _drop_connection(receive: Callable, send: Callable) -> None:
-    """Read the first chunk of the request, then abort the TCP connection without answering."""
-    await receive()
+def _abort(send: Callable) -> None:
+    """Abort the TCP connection without answering (uvicorn's ``send`` is bound to the connection cycle)."""
     transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if transport is not None:  # uvicorn's RequestResponseCycle
-        transport.abort()
-        return
-    raise ConnectionAbortedError("injected connection drop")
+    if transport is None:
+        raise ConnectionAbortedError("injected connection drop")
+    transport.abort()

@@ -22,19 +22,37 @@ MAX_JSON_BODY = 1024 * 1024
 MAX_FORM_FIELD = 64 * 1024
 
 
-async def read_json(request: Request) -> dict[str, Any]:
+async def drain(request: Request) -> None:
+    """Read the rest of the body, so that the client reads our 4xx instead of a reset connection."""
+    async for _ in request.stream():
+        pass
+
+
+async def read_json(request: Request, *, any_content_type: bool = False) -> dict[str, Any]:
+    """The body as a JSON object.
+
+    :param any_content_type: accept any Content-Type (the control endpoints, for ``curl -d``); the service's
+        operations need ``application/json``.
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in JSON_CONTENT_TYPES and not (
-        content_type.startswith("application/") and content_type.endswith("+json")
+    if not any_content_type and (
+        content_type not in JSON_CONTENT_TYPES
+        and not (content_type.startswith("application/") and content_type.endswith("+json"))
     ):
+        await drain(request)
         raise bad(f"Content-Type must be application/json, got {content_type or 'none'!r}.", status=415)
     body = bytearray()
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BODY:
-            raise bad("The JSON body is too large.", status=413)
+        size += len(chunk)
+        if size <= MAX_JSON_BODY:
+            body += chunk
+    if size > MAX_JSON_BODY:
+        raise bad(f"The JSON body exceeds the limit of {MAX_JSON_BODY} bytes.", status=413)
     try:
         document = json.loads(body)
+    except RecursionError:
+        raise bad("The JSON body is nested too deeply.") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad(f"The request body is not valid JSON: {exc}.") from None
     if not isinstance(document, dict):
@@ -61,7 +79,8 @@ async def read_form(request: Request, store: Store, *, file_field: str, max_byte
     Over-limit content is drained, not stored, so the client still receives our 4xx instead of a reset.
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
-    if content_type != b"multipart/form-data" or b"boundary" not in params:
+    if content_type != b"multipart/form-data" or not params.get(b"boundary"):
+        await drain(request)
         raise bad("Content-Type must be multipart/form-data with a boundary.", status=415)
 
     fields: dict[str, str] = {}

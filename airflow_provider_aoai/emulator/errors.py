@@ -1,5 +1,9 @@
 """Error bodies: a :class:`StoreError` in each surface's own shape (ErrorResponse, AzureErrorResponse,
-AgentV1Error), and the shorthand for a request the client got wrong."""
+AgentV1Error), and the shorthand for a request the client got wrong.
+
+Messages often echo request input (an id, a URL, a header): every one goes through the project's redaction
+rule before it leaves the emulator.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,22 @@ from starlette.responses import JSONResponse
 
 from airflow_provider_aoai.emulator.store import StoreError
 from airflow_provider_aoai.models import Surface
+from airflow_provider_aoai.redaction import redact
 
 
 def error_response(surface: Surface, error: StoreError) -> JSONResponse:
-    """``error`` in the surface's own body shape."""
+    """``error`` in the surface's own body shape, its message redacted."""
+    message = redact(error.message)
     if surface is Surface.DATA_PLANE:
-        body: dict[str, Any] = {"code": error.code, "message": error.message}
+        body: dict[str, Any] = {"code": error.code, "message": message}
         if error.target:
             body["target"] = error.target
     elif surface is Surface.V1:
-        body = {"code": error.code, "message": error.message, "param": error.target, "type": "error"}
+        body = {"code": error.code, "message": message, "param": error.target, "type": "error"}
     else:
         body = {
             "code": error.code,
-            "message": error.message,
+            "message": message,
             "param": error.target,
             "type": "invalid_request_error" if error.status < 500 else "server_error",
         }

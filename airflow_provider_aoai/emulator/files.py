@@ -6,16 +6,19 @@ the surface's status codes and bodies; rule violations are :class:`StoreError` r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from airflow_provider_aoai.emulator.bodies import checked_purpose, read_form, read_json, required_field
 from airflow_provider_aoai.emulator.errors import bad
 from airflow_provider_aoai.emulator.store import Store
 from airflow_provider_aoai.models import Surface
+
+CONTENT_CHUNK = 1024 * 1024
 
 
 class FilesEndpoints:
@@ -111,8 +114,18 @@ class FilesEndpoints:
         return JSONResponse(self.store.delete_file(request.path_params["file_id"]))
 
     async def file_content(self, request: Request, surface: Surface) -> Response:
-        path = self.store.content_path(request.path_params["file_id"])
-        return FileResponse(path, media_type="application/octet-stream")
+        stream, size = self.store.open_content(request.path_params["file_id"])
+        headers = {"content-length": str(size)}
+        if request.method == "HEAD":
+            stream.close()
+            return Response(media_type="application/octet-stream", headers=headers)
+
+        def chunks() -> Iterator[bytes]:
+            with stream:
+                while chunk := stream.read(CONTENT_CHUNK):
+                    yield chunk
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
 
     # ---------------------------------------------------------------- uploads
     async def create_upload(self, request: Request, surface: Surface) -> Response:

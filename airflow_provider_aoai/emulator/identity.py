@@ -7,15 +7,23 @@ the data-plane authentication checks.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from airflow_provider_aoai.models import Surface
+from airflow_provider_aoai.redaction import redact
+
+# A tenant id (GUID) or domain name, or one of the authority's aliases ("common", "organizations").
+TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
+MAX_TOKEN_REQUEST = 64 * 1024
 
 
 @dataclass
@@ -51,6 +59,18 @@ class Identity:
         return entry[0]
 
 
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": redact(description)}, status_code=status)
+
+
+def _invalid_tenant() -> JSONResponse:
+    return _oauth_error(
+        400,
+        "invalid_request",
+        "AADSTS900023: Specified tenant identifier is neither a valid DirectoryName nor a valid ObjectId.",
+    )
+
+
 class IdentityEndpoints:
     """``/_emulator/identity/token`` and the Entra ID authority ``/{tenant}/...``."""
 
@@ -64,13 +84,16 @@ class IdentityEndpoints:
         resource = request.query_params.get("resource", "").rstrip("/")
         if resource not in (Surface.DATA_PLANE.token_audience, Surface.FOUNDRY.token_audience):
             return JSONResponse(
-                {"statusCode": 400, "message": f"Unknown resource '{resource}'."}, status_code=400
+                {"statusCode": 400, "message": redact(f"Unknown resource '{resource}'.")}, status_code=400
             )
         return JSONResponse(self.identity.issue(resource))
 
     async def openid_configuration(self, request: Request) -> Response:
         """OIDC discovery for the emulated Entra ID authority ``{emulator url}/{tenant}`` (TLS mode)."""
-        base = f"{str(request.base_url).rstrip('/')}/{request.path_params['tenant']}"
+        tenant = request.path_params["tenant"]
+        if not TENANT.fullmatch(tenant):
+            return _invalid_tenant()
+        base = f"{str(request.base_url).rstrip('/')}/{tenant}"
         return JSONResponse(
             {
                 "issuer": f"{base}/v2.0",
@@ -83,7 +106,15 @@ class IdentityEndpoints:
 
     async def entra_token(self, request: Request) -> Response:
         """The client-credentials grant with a client secret or a federated (workload identity) assertion."""
-        form = await request.form()
+        if not TENANT.fullmatch(request.path_params["tenant"]):
+            return _invalid_tenant()
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_TOKEN_REQUEST:
+            return _oauth_error(413, "invalid_request", "AADSTS90020: The request body is too large.")
+        try:
+            form = await request.form(max_files=0, max_fields=32)
+        except (HTTPException, MultiPartException):
+            return _oauth_error(400, "invalid_request", "AADSTS900144: The request body is not a valid form.")
         if form.get("grant_type") != "client_credentials":
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
         secret, assertion = str(form.get("client_secret") or ""), str(form.get("client_assertion") or "")
@@ -103,10 +134,7 @@ class IdentityEndpoints:
             )
         resource = str(form.get("scope") or "").removesuffix("/.default")
         if resource not in (Surface.DATA_PLANE.token_audience, Surface.FOUNDRY.token_audience):
-            return JSONResponse(
-                {"error": "invalid_scope", "error_description": f"Unknown scope {resource!r}."},
-                status_code=400,
-            )
+            return _oauth_error(400, "invalid_scope", f"Unknown scope {resource!r}.")
         issued = self.identity.issue(resource)
         lifetime = int(issued["expires_on"]) - int(time.time())
         return JSONResponse(
