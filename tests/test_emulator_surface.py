@@ -4,11 +4,14 @@ holds, and a clear message when its extra is missing."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -524,3 +527,38 @@ def test_without_the_extra_the_python_handle_names_it():
         [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
     )
     assert "pip install 'airflow-provider-aoai[emulator]'" in result.stdout, result.stderr
+
+
+# ------------------------------------------------------------------------------ the README's reference runs
+def json_documents(text: str) -> list:
+    """The JSON documents printed one after another (curl prints no newline after its body)."""
+    decoder, documents, index = json.JSONDecoder(), [], 0
+    while index < len(text.rstrip()):
+        document, index = decoder.raw_decode(text, index)
+        documents.append(document)
+        while index < len(text) and text[index].isspace():
+            index += 1
+    return documents
+
+
+def test_the_readme_control_examples_run(emulator, tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Emulator reference", 1)[1].split("\n## ", 1)[0]
+    script = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    upload_id = new_upload(emulator, 3, filename="readme.jsonl")
+    part = add_part(emulator, upload_id, b"abc").json()["id"]
+
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "AOAI_URL": emulator.url, "AOAI_KEY": API_KEY},
+    )
+
+    assert result.returncode == 0, result.stderr
+    scripted, *listed = json_documents(result.stdout)
+    assert scripted["faults"][0] == {**scripted["faults"][0], "operation": "uploads.complete", "after": True}
+    assert {"id": upload_id, "status": "pending", "part_ids": [part], "file_id": None} in listed
+    assert emulator.faults.snapshot()["faults"] == []
