@@ -326,7 +326,7 @@ class Router:
         except ClientDisconnect:
             return  # nobody is left to answer
         except Exception as exc:
-            log.exception("the emulator failed on %s %s", resolved.method, resolved.raw_path)
+            log.exception("the emulator failed on %s %s", resolved.method, resolved.logged_path())
             response = error_response(
                 resolved.surface,
                 StoreError(500, "internalFailure", f"The emulator failed: {type(exc).__name__}."),
