@@ -632,18 +632,20 @@ def test_faults_over_the_control_endpoint(emulator):
     control = f"{emulator.url}/_emulator/faults"
     assert (
         requests.post(
-            control, json={"operation": "files.list", "status": 429, "retry_after": "2", "count": 2}
+            control,
+            headers=KEY,
+            json={"operation": "files.list", "status": 429, "retry_after": "2", "count": 2},
         ).status_code
         == 200
     )
-    assert requests.post(control, json={"operation": "bogus", "status": 500}).status_code == 400
+    assert requests.post(control, headers=KEY, json={"operation": "bogus", "status": 500}).status_code == 400
     for _ in range(2):
         answer = requests.get(f"{emulator.url}/openai/files", params=V, headers=KEY)
         assert answer.status_code == 429 and answer.headers["Retry-After"] == "2"
         assert answer.json()["error"]["code"] == "tooManyRequests"
     assert requests.get(f"{emulator.url}/openai/files", params=V, headers=KEY).status_code == 200
     assert [r.status for r in emulator.faults.calls("files.list")][-3:] == [429, 429, 200]
-    requests.delete(control)
+    requests.delete(control, headers=KEY)
     assert emulator.faults.snapshot()["faults"] == []
 
 
@@ -668,6 +670,7 @@ def test_forced_status_sequence(emulator):
     file = upload(emulator, jsonl([CHAT_LINE])).json()
     requests.post(
         f"{emulator.url}/_emulator/files/{file['id']}/statuses",
+        headers=KEY,
         json={"statuses": ["running", "error"], "status_details": "boom"},
     )
     url = f"{emulator.url}/openai/files/{file['id']}"
@@ -728,7 +731,9 @@ def test_console_script_is_installed():
     assert script.exists()
     assert (
         "usage: aoai-emulator"
-        in subprocess.run([str(script), "--help"], capture_output=True, text=True, env=os.environ).stdout
+        in subprocess.run(
+            [str(script), "--help"], check=False, capture_output=True, text=True, env=os.environ
+        ).stdout
     )
 
 

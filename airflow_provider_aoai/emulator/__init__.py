@@ -15,6 +15,8 @@ Nothing heavy is imported until an emulator is started, so importing this module
 
 from __future__ import annotations
 
+import importlib
+import secrets
 import shutil
 import socket
 import tempfile
@@ -22,30 +24,78 @@ import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
 
 from airflow_provider_aoai.emulator.faults import FaultPlan
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from airflow_provider_aoai.emulator.store import Store
 
-__all__ = ["Emulator"]
+__all__ = ["EXTRA_HINT", "Emulator", "require_emulator_extra"]
 
 
-def _download(url: str, target: Path, max_bytes: int) -> int:
-    """Fetch ``url`` to ``target`` for a file import; raise on HTTP errors or oversize content."""
+# The emulator's stack; Airflow 3 ships all three, Airflow 2.11 needs the extra.
+EXTRA_MODULES = (("starlette", "starlette"), ("uvicorn", "uvicorn"), ("python_multipart", "python-multipart"))
+EXTRA_HINT = "pip install 'airflow-provider-aoai[emulator]'"
+
+
+def require_emulator_extra() -> None:
+    """Raise an ImportError that says which extra to install, unless the emulator's stack imports."""
+    missing = []
+    for module, package in EXTRA_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise ImportError(
+            f"the AOAI emulator needs {', '.join(missing)}; install the emulator extra: {EXTRA_HINT}"
+        )
+
+
+def _download(
+    url: str,
+    target: Path,
+    max_bytes: int,
+    *,
+    headers: dict[str, str] | None = None,
+    verify: bool | str = True,
+) -> int:
+    """Fetch ``url`` to ``target`` for a file import.
+
+    Every failure is a :class:`DownloadError` whose message says what went wrong without quoting the URL or
+    the source's own text (a download exception quotes the URL, SAS query included).
+    """
     import requests
 
-    with requests.get(url, stream=True, timeout=(10, 60)) as response:
-        if response.status_code >= 400:
-            raise RuntimeError(f"the source answered HTTP {response.status_code}")
-        size = 0
-        with target.open("wb") as out:
-            for chunk in response.iter_content(1024 * 1024):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise RuntimeError(f"the source is larger than the limit of {max_bytes} bytes")
-                out.write(chunk)
-    return size
+    from airflow_provider_aoai.emulator.store import DownloadError
+
+    try:
+        with requests.get(url, stream=True, timeout=(10, 60), headers=headers, verify=verify) as response:
+            if response.status_code >= 400:
+                raise DownloadError(f"the source answered HTTP {response.status_code}")
+            size = 0
+            with target.open("wb") as out:
+                for chunk in response.iter_content(1024 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise DownloadError(f"the source is larger than the limit of {max_bytes} bytes")
+                    out.write(chunk)
+        return size
+    except DownloadError:
+        raise
+    except requests.exceptions.SSLError:
+        raise DownloadError("the TLS handshake with the source failed") from None
+    except requests.exceptions.Timeout:
+        raise DownloadError("the source did not answer in time") from None
+    except requests.exceptions.ConnectionError:
+        raise DownloadError("the source could not be reached") from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.URLRequired, ValueError):
+        raise DownloadError("the URL is not valid") from None
+    except requests.exceptions.RequestException as exc:
+        raise DownloadError(f"the download failed ({type(exc).__name__})") from None
 
 
 def _quiet_exit_server_class() -> type:
@@ -123,15 +173,16 @@ class Emulator:
         self.log_level = log_level
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir is not None else None
-        overrides = {
-            "upload_expiry_seconds": upload_expiry_seconds,
-            "max_file_bytes": max_file_bytes,
-            "max_upload_bytes": max_upload_bytes,
-            "max_part_bytes": max_part_bytes,
-        }
-        self.limits = Limits(
-            processing_seconds=processing_seconds, **{k: v for k, v in overrides.items() if v is not None}
-        )
+        self.limits = Limits(processing_seconds=processing_seconds)
+        if upload_expiry_seconds is not None:
+            self.limits.upload_expiry_seconds = upload_expiry_seconds
+        for name, value in (
+            ("max_file_bytes", max_file_bytes),
+            ("max_upload_bytes", max_upload_bytes),
+            ("max_part_bytes", max_part_bytes),
+        ):
+            if value is not None:
+                setattr(self.limits, name, value)
         self.token_lifetime_seconds = token_lifetime_seconds
         self.tls = tls
         self.ca_cert_path: Path | None = None
@@ -142,11 +193,17 @@ class Emulator:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
+        self._internal_token = secrets.token_urlsafe(32)
 
     # ---------------------------------------------------------------- lifecycle
     def build_app(self) -> Any:
-        """Create the store and the ASGI app (also used by the command line, which runs it itself)."""
-        from airflow_provider_aoai.emulator.app import EmulatorApp, Identity
+        """Create the store and the ASGI app (also used by the command line, which runs it itself).
+
+        :raises ImportError: the emulator's stack is missing; the message names the extra to install.
+        """
+        require_emulator_extra()
+        from airflow_provider_aoai.emulator.app import EmulatorApp
+        from airflow_provider_aoai.emulator.identity import Identity
         from airflow_provider_aoai.emulator.store import Store
 
         if self.data_dir is None:
@@ -154,14 +211,41 @@ class Emulator:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         blob_dir = self.data_dir / "container"
         blob_dir.mkdir(exist_ok=True)
-        self.store = Store(self.data_dir, self.limits, download=_download)
+        self.store = Store(self.data_dir, self.limits, download=self._download)
         self.identity = Identity(token_lifetime_seconds=self.token_lifetime_seconds)
         if self.tls:
             from airflow_provider_aoai.emulator.tls import make_self_signed
 
             self.ca_cert_path, self._key_path = make_self_signed(self.data_dir / "tls", self.host)
         return EmulatorApp(
-            self.store, api_key=self.api_key, identity=self.identity, faults=self.faults, blob_dir=blob_dir
+            self.store,
+            api_key=self.api_key,
+            identity=self.identity,
+            faults=self.faults,
+            blob_dir=blob_dir,
+            internal_token=self._internal_token,
+        )
+
+    def _download(self, url: str, target: Path, max_bytes: int) -> int:
+        """The import downloader: our own blob container lets us in without the api key (and, in TLS
+        mode, is trusted through our own certificate); any other source gets no credential of ours."""
+        from airflow_provider_aoai.emulator.routing import INTERNAL_HEADER
+
+        try:
+            parts = urlsplit(url)
+            own = (
+                parts.scheme == ("https" if self.tls else "http")
+                and (parts.hostname or "").lower() == self.host.lower()
+                and parts.port == self.port
+                and parts.path.startswith("/_emulator/blobs/")
+            )
+        except ValueError:
+            own = False
+        if not own:
+            return _download(url, target, max_bytes)
+        verify: bool | str = str(self.ca_cert_path) if self.tls and self.ca_cert_path else True
+        return _download(
+            url, target, max_bytes, headers={INTERNAL_HEADER: self._internal_token}, verify=verify
         )
 
     def bind(self) -> socket.socket:
@@ -192,7 +276,7 @@ class Emulator:
         self._server = _QuietExitServer(config)
         return self._server
 
-    def start(self, timeout: float = 30.0) -> Emulator:
+    def start(self, timeout: float = 30.0) -> Self:
         app = self.build_app()
         sock = self.bind()
         server = self.server(app)
@@ -222,7 +306,7 @@ class Emulator:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -247,11 +331,24 @@ class Emulator:
         return {"IDENTITY_ENDPOINT": self.identity_endpoint, "IDENTITY_HEADER": self.identity.header_secret}
 
     def blob_url(self, name: str, sas: str = "sv=2024-05-04&sr=b&sig=emulator-signature") -> str:
-        """URL of a blob in the emulator's container, with a SAS-like query (ignored by the emulator)."""
-        return f"{self.url}/_emulator/blobs/{name}?{sas}"
+        """URL of a blob in the emulator's container, with a SAS-like query (never verified: the emulator's
+        own imports may read it, anyone else needs the api key)."""
+        return f"{self.url}/_emulator/blobs/{quote(name, safe='')}?{sas}"
 
     def put_blob(self, name: str, data: bytes) -> str:
-        """Store ``data`` as a blob and return its SAS-like URL, for import tests."""
-        assert self.data_dir is not None, "start the emulator first"
+        """Store ``data`` as a blob and return its SAS-like URL, for import tests.
+
+        :raises RuntimeError: the emulator is not started.
+        :raises ValueError: ``name`` cannot name a blob (see ``PUT /_emulator/blobs/{name}``).
+        """
+        if self.data_dir is None or self.store is None:
+            raise RuntimeError(
+                "the emulator is not started: call start() or use it as a context manager first"
+            )
+        from airflow_provider_aoai.emulator.control import blob_name_problem
+
+        problem = blob_name_problem(name)
+        if problem is not None:
+            raise ValueError(f"name: {problem}, got {name!r}")
         (self.data_dir / "container" / name).write_bytes(data)
         return self.blob_url(name)

@@ -1,7 +1,8 @@
 """Command line: ``aoai-emulator`` / ``python -m airflow_provider_aoai.emulator``.
 
 Prints ``AOAI emulator listening on http://HOST:PORT`` once the socket listens, serves until SIGINT or
-SIGTERM, then exits 0.
+SIGTERM, then exits 0. Without the emulator's stack (the ``[emulator]`` extra on Airflow 2.11) it prints one
+line saying what to install and exits 2.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from airflow_provider_aoai.emulator import Emulator
+from airflow_provider_aoai.emulator import Emulator, require_emulator_extra
+
+EXIT_MISSING_EXTRA = 2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        require_emulator_extra()
+    except ImportError as exc:
+        print(f"aoai-emulator: {exc}", file=sys.stderr, flush=True)
+        return EXIT_MISSING_EXTRA
     emulator = Emulator(
         host=args.host,
         port=args.port,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from airflow_provider_aoai.jsonl import validate_jsonl
 from airflow_provider_aoai.models import (
@@ -31,9 +31,13 @@ from airflow_provider_aoai.models import (
     FileStatus,
     UploadStatus,
 )
-from airflow_provider_aoai.redaction import redact_url
+from airflow_provider_aoai.redaction import redact, redact_url
 
 COPY_CHUNK = 1024 * 1024
+
+
+class DownloadError(Exception):
+    """An import's download failed; the message is safe to show (no URL, no text of the source's)."""
 
 
 class StoreError(Exception):
@@ -190,7 +194,9 @@ class Store:
             size = self._download(content_url, target, self.limits.max_file_bytes)
         except Exception as exc:  # noqa: BLE001 - any failure ends the file in "error"
             target.unlink(missing_ok=True)
-            self._finish(state, f"fileImportFailed: could not download {redact_url(content_url)}: {exc}")
+            # Never the raw exception text: a download error quotes the URL, SAS query included.
+            cause = str(exc) if isinstance(exc, DownloadError) else type(exc).__name__
+            self._finish(state, f"fileImportFailed: could not download {redact_url(content_url)}: {cause}")
             return
         with self._lock:
             state.record["bytes"] = size
@@ -215,7 +221,7 @@ class Store:
     def _finish(self, state: _FileState, problem: str | None) -> None:
         with self._lock:
             state.outcome = FileStatus.ERROR.value if problem else FileStatus.PROCESSED.value
-            state.outcome_details = problem
+            state.outcome_details = redact(problem) if problem else None
             self._save_file(state)
 
     def _visible(self, state: _FileState) -> dict[str, Any]:
@@ -269,12 +275,21 @@ class Store:
         self._blob_path(file_id).unlink(missing_ok=True)
         return {"object": "file", "deleted": True, "id": file_id}
 
-    def content_path(self, file_id: str) -> Path:
+    def open_content(self, file_id: str) -> tuple[BinaryIO, int]:
+        """The file's content, opened (so a concurrent delete cannot pull it away), and its size."""
         with self._lock:
             state = self._file_state(file_id)
+            try:
+                stream = self._blob_path(file_id).open("rb")
+            except FileNotFoundError:
+                # Still downloading (an import), or an import that failed: there is nothing to serve.
+                raise StoreError(
+                    409, "unexpectedEntityState", f"File '{file_id}' has no content.", "file_id"
+                ) from None
             if state.outcome is None and state.record["bytes"] is None:
+                stream.close()
                 raise StoreError(409, "unexpectedEntityState", f"File '{file_id}' has no content yet.")
-        return self._blob_path(file_id)
+        return stream, os.fstat(stream.fileno()).st_size
 
     def force_statuses(self, file_id: str, statuses: list[str], status_details: str | None = None) -> None:
         """Make the next reads of ``file_id`` return ``statuses`` in order, then stay on the last one."""
@@ -283,7 +298,7 @@ class Store:
         with self._lock:
             state = self._file_state(file_id)
             state.forced = list(statuses)
-            state.forced_details = status_details
+            state.forced_details = redact(status_details) if status_details is not None else None
 
     # ---------------------------------------------------------------- uploads
     def _upload(self, upload_id: str) -> dict[str, Any]:
@@ -327,7 +342,9 @@ class Store:
             "status": UploadStatus.PENDING.value,
             "_mime_type": mime_type,
             "_expires": now + self.limits.upload_expiry_seconds,
+            "_created": now,
             "_file_id": None,
+            "_part_ids": [],  # every part received, in order (the control surface lists them)
         }
         (self.data_dir / "parts" / upload_id).mkdir(exist_ok=True)
         with self._lock:
@@ -355,9 +372,10 @@ class Store:
             source.unlink(missing_ok=True)
             raise StoreError(400, "invalidPayload", "The part is empty.", "data")
         raw_id = uuid.uuid4()
-        part = {
+        part_id = f"uplprt-{raw_id.hex}"
+        part: dict[str, Any] = {
             "object": "upload.part",
-            "id": f"uplprt-{raw_id.hex}",
+            "id": part_id,
             "upload_id": upload_id,
             "azure_block_id": base64.b64encode(raw_id.bytes).decode(),
             "created_at": int(time.time()),
@@ -370,9 +388,11 @@ class Store:
             except StoreError:
                 source.unlink(missing_ok=True)
                 raise
-            os.replace(source, self.data_dir / "parts" / upload_id / part["id"])
-            self._parts[part["id"]] = part
-            self._save("part", part["id"], part)
+            os.replace(source, self.data_dir / "parts" / upload_id / part_id)
+            self._parts[part_id] = part
+            self._save("part", part_id, part)
+            upload.setdefault("_part_ids", []).append(part_id)
+            self._save("upload", upload_id, upload)
         return {k: v for k, v in part.items() if not k.startswith("_")}
 
     def _resolve_part(self, upload_id: str, part_id: str) -> dict[str, Any]:
@@ -450,6 +470,21 @@ class Store:
                 self._save("upload", upload_id, upload)
                 self._drop_parts(upload_id)
             return self._public_upload(upload)
+
+    def list_uploads(self) -> list[dict[str, Any]]:
+        """Every upload, oldest first, as the control surface shows it (not an API of the service): ``id``,
+        ``status``, ``bytes``, ``filename``, ``purpose``, ``created_at``, ``expires_at``, ``part_ids`` (every
+        part received, in order) and ``file_id`` (the file it completed into, else ``None``)."""
+        with self._lock:
+            uploads = [self._upload(upload_id) for upload_id in list(self._uploads)]
+            return [
+                {
+                    **{k: v for k, v in upload.items() if not k.startswith("_") and k != "object"},
+                    "part_ids": list(upload.get("_part_ids", [])),
+                    "file_id": upload.get("_file_id"),
+                }
+                for upload in sorted(uploads, key=lambda u: (u["created_at"], u.get("_created", 0.0)))
+            ]
 
     def get_upload(self, upload_id: str) -> dict[str, Any]:
         """Not an API of the service; the emulator's control surface and tests use it."""
