@@ -132,8 +132,11 @@ def main() -> int:
             ),
         ):
             requests.post(
-                f"{url}/_emulator/link", json=link or {"bandwidth_bytes_per_second": None}, timeout=10
-            )
+                f"{url}/_emulator/link",
+                json=link or {"bandwidth_bytes_per_second": None},
+                headers={"api-key": API_KEY},
+                timeout=10,
+            ).raise_for_status()  # the control endpoints need the key: a silent 401 would drop the WAN row
             for concurrency in (1, 4):
                 result, peak = run_worker(
                     env, "upload", str(source), str(concurrency), str(args.part_mib * MiB)

@@ -41,7 +41,9 @@ def _md5(data: bytes) -> str:
 
 
 def _content(emulator, file_id: str) -> bytes:
-    return emulator.store.content_path(file_id).read_bytes()
+    stream, _ = emulator.store.open_content(file_id)
+    with stream:
+        return stream.read()
 
 
 def _parts_answered(emulator, upload_id: str, status: int = 200) -> int:
