@@ -86,10 +86,9 @@ def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         deployment.start()
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(
-                f"[system] deployment ready in {time.monotonic() - started:.1f}s (root {root})"
+        with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+            print(
+                f"\n[system] deployment ready in {time.monotonic() - started:.1f}s (root {root})", flush=True
             )
         yield deployment
     finally:

@@ -43,6 +43,9 @@ PROCESSING_SECONDS = 15
 HTTP_TIMEOUT = 15.0
 STARTUP_TIMEOUT = 180.0  # migrate + four components on a busy 2-core machine
 STOP_TIMEOUT = 15.0
+# Every wait of the tests is also cut at this many seconds after the deployment started, so the whole
+# module ends in bounded time (about 2 minutes when all goes well) even if every scenario hangs.
+BUDGET_SECONDS = 480.0
 # [workers] min_heartbeat_interval: how often a task's supervisor heartbeats, and so how soon it notices that
 # its task instance was marked failed (it learns it from the heartbeat's answer).
 SUPERVISOR_HEARTBEAT_SECONDS = 1
@@ -82,6 +85,11 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise DeploymentError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
         time.sleep(interval)
+
+
+def environ_without_airflow() -> dict[str, str]:
+    """Our environment minus Airflow's settings (tests/conftest.py sets unit-test ones for this process)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
 
 
 def free_port() -> int:
@@ -150,25 +158,6 @@ class Component:
             except psutil.NoSuchProcess:
                 pass
         return tree
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM the whole tree, then SIGKILL whatever is left after ``timeout`` seconds."""
-        tree = self.kill_tree(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not all(gone(p) for p in tree):
-            self.popen.poll()
-            time.sleep(0.1)
-        for process in tree:
-            if not gone(process):
-                try:
-                    process.kill()
-                except psutil.NoSuchProcess:
-                    pass
-        self.signal_group(signal.SIGKILL)
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 # ------------------------------------------------------------------------------------------ clients
@@ -335,6 +324,7 @@ class Deployment:
         self.env: dict[str, str] = {}
         self._emulator: EmulatorControl | None = None
         self._api: AirflowAPI | None = None
+        self.budget_ends = time.monotonic() + BUDGET_SECONDS
 
     @property
     def emulator(self) -> EmulatorControl:
@@ -350,8 +340,7 @@ class Deployment:
 
     # ---------------------------------------------------------------- configuration
     def _environment(self, emulator_url: str, api_port: int) -> dict[str, str]:
-        # Nothing Airflow-related leaks in from the pytest process (tests/conftest.py sets unit-test config).
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
+        env = environ_without_airflow()
         config = {
             "core": {
                 "dags_folder": str(self.dags_folder),
@@ -432,6 +421,7 @@ class Deployment:
     def start(self) -> None:
         """Start everything and return once the API answers, all components are healthy and the DAGs parsed."""
         _LIVE.append(self)
+        self.budget_ends = time.monotonic() + BUDGET_SECONDS
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({"admin": self.password}))
 
@@ -450,7 +440,7 @@ class Deployment:
                 "--data-dir",
                 str(self.root / "emulator"),
             ],
-            env={k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))},
+            env=environ_without_airflow(),
         )
         prefix = "AOAI emulator listening on "
 
@@ -529,8 +519,13 @@ class Deployment:
         what: str,
         interval: float = 0.2,
     ) -> T:
-        """:func:`wait_for` that also stops early when a component died."""
-        return wait_for(condition, timeout=timeout, what=what, interval=interval, check=self.check_alive)
+        """:func:`wait_for` that also stops early when a component died, and within the module's budget."""
+        remaining = self.budget_ends - time.monotonic()
+        if remaining <= 0:
+            raise DeploymentError(f"the system tests' budget of {BUDGET_SECONDS:.0f}s is spent")
+        return wait_for(
+            condition, timeout=min(timeout, remaining), what=what, interval=interval, check=self.check_alive
+        )
 
     def kill_component(self, name: str) -> float:
         """SIGKILL a component and all its descendants at once, as when its container dies.
@@ -545,13 +540,32 @@ class Deployment:
         component.popen.wait(timeout=5)
         return killed_at
 
-    def stop(self) -> None:
-        """End every process we started and their descendants; safe to call twice."""
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """End every process we started and all their descendants within about ``timeout`` seconds.
+
+        SIGTERM to every process tree at once (task processes run in process groups of their own, so each
+        descendant is signalled too), then SIGKILL to whatever is left at the deadline. Safe to call twice.
+        """
         components = [*self.processes.values(), *self.retired]
-        # The scheduler first: LocalExecutor workers and task processes must not outlive it.
-        components.sort(key=lambda c: c.name != "scheduler")
+        processes = [p for component in components for p in component.kill_tree(signal.SIGTERM)]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not all(gone(p) for p in processes):
+            for component in components:
+                component.popen.poll()  # reap our own children, so that they count as gone
+            time.sleep(0.1)
         for component in components:
-            component.stop()
+            component.signal_group(signal.SIGKILL)
+        for process in processes:
+            if not gone(process):
+                try:
+                    process.kill()
+                except psutil.NoSuchProcess:
+                    pass
+        for component in components:
+            try:
+                component.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         if self in _LIVE:
             _LIVE.remove(self)
 
