@@ -1,0 +1,128 @@
+"""Fixtures of the system tests: one real Airflow 3.3 deployment (and emulator) for the whole session.
+
+The system tests start Airflow's components as separate processes and take a few minutes, so they run only
+when asked for: ``pytest tests/system`` (or ``-m system``). A plain ``pytest`` (the unit suite) skips them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from tests.system.deployment import Deployment
+
+DAGS = Path(__file__).resolve().parent / "dags"
+DAG_IDS = [
+    "aoai_system_resume",
+    "aoai_system_complete",
+    "aoai_system_mark_failed",
+    "aoai_system_reattach_import",
+    "aoai_system_reattach_upload",
+    "aoai_system_deferred",
+]
+SYSTEM_DIR = Path(__file__).resolve().parent
+_deployment_key = pytest.StashKey[Deployment]()
+_started_key = pytest.StashKey[float]()
+
+
+def airflow_version() -> tuple[int, int]:
+    major, minor = version("apache-airflow").split(".")[:2]
+    return int(major), int(minor)
+
+
+AIRFLOW_TOO_OLD = airflow_version() < (3, 3)
+AIRFLOW_TOO_OLD_REASON = (
+    f"system tests need Airflow >= 3.3 (task_state_store, the task SDK supervisor); "
+    f"this is {version('apache-airflow')}"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "system: starts a real Airflow deployment (run with `pytest tests/system`); minutes"
+    )
+
+
+def _selected_explicitly(config: pytest.Config) -> bool:
+    """``tests/system`` (or a file in it) named on the command line, or ``-m`` mentioning ``system``."""
+    if "system" in (config.option.markexpr or ""):
+        return True
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::", 1)[0]).resolve()
+        if path == SYSTEM_DIR or SYSTEM_DIR in path.parents:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _selected_explicitly(config):
+        return
+    skip = pytest.mark.skip(reason="system test: run it with `pytest tests/system` (a real Airflow, minutes)")
+    for item in items:
+        if item.get_closest_marker("system"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Emulator, api-server, scheduler, dag-processor and triggerer, started once and always stopped."""
+    if AIRFLOW_TOO_OLD:
+        pytest.skip(AIRFLOW_TOO_OLD_REASON)
+    root = tmp_path_factory.mktemp("aoai-system")
+    deployment = Deployment(root, DAGS, DAG_IDS)
+    request.config.stash[_deployment_key] = deployment
+    started = time.monotonic()
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")  # so that pytest still runs the teardown below
+
+    # A CI timeout or `kill` sends SIGTERM, which would end pytest without teardown and leave every
+    # component (each in its own session) running.
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        deployment.start()
+        with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+            print(
+                f"\n[system] deployment ready in {time.monotonic() - started:.1f}s (root {root})", flush=True
+            )
+        yield deployment
+    finally:
+        deployment.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if request.session.testsfailed == 0:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def system(deployment: Deployment, request: pytest.FixtureRequest):
+    """The deployment, with the emulator's faults, link and request log reset for this test.
+
+    Afterwards any run this test left unfinished is marked failed (its task processes are then stopped
+    by their supervisors), so the next test's request log holds only its own traffic.
+    """
+    request.node.stash[_started_key] = time.time()
+    deployment.emulator.reset()
+    already = len(deployment.api.triggered)
+    yield deployment
+    for dag_id, run_id in deployment.api.triggered[already:]:
+        if deployment.api.dag_run(dag_id, run_id)["state"] not in ("success", "failed"):
+            deployment.api.set_run_state(dag_id, run_id, "failed")
+    deployment.emulator.reset()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """On failure, attach the tail of every component's log and of this test's task logs to the report."""
+    report = yield
+    deployment = item.config.stash.get(_deployment_key, None)
+    if report.failed and deployment is not None and item.get_closest_marker("system"):
+        report.sections.append(
+            ("airflow deployment logs", deployment.diagnostics(since=item.stash.get(_started_key, 0.0)))
+        )
+    return report
