@@ -168,6 +168,7 @@ class EmulatorControl:
         self.url = url
         self.api_key = api_key
         self.session = requests.Session()
+        self.session.headers["api-key"] = api_key  # the control endpoints need the key, like the service
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.session.request(method, f"{self.url}{path}", timeout=HTTP_TIMEOUT, **kwargs)
