@@ -353,3 +353,61 @@ def test_without_task_state_store_a_retry_starts_over_and_says_so(dag_env, emula
     run = _dag("aoai_lifecycle_multipart").test(run_conf={"source": str(path)})
     assert str(run.state).endswith("success")
     assert "Resume and re-attach are unavailable" in caplog.text + capfd.readouterr().out
+
+
+def test_force_new_creates_a_file_on_every_try(dag_env, emulator, slow_processing, tmp_path):
+    path = _source(tmp_path, name="force-new.jsonl", lines=100)
+    before = len(emulator.faults.calls("files.create"))
+    run = _dag("aoai_lifecycle_upload_file_force_new").test(run_conf={"source": str(path)})
+    # Without re-attaching, no try lives long enough to see its file processed: each makes a new one.
+    assert max(_tries(run)) >= 2
+    assert len(emulator.faults.calls("files.create")) - before == max(_tries(run))
+
+
+def test_nothing_stays_pending_after_the_last_try(dag_env, emulator, tmp_path):
+    """Parts fail on every try: the first try keeps the upload for the second, the last one cancels it."""
+    path = _source(tmp_path, name="failing.jsonl", lines=100)
+    before = {u["id"] for u in emulator.store.list_uploads()}
+    creates = len(emulator.faults.calls("uploads.create"))
+    emulator.faults.inject("uploads.parts", status=503, count=10_000, retry_after_ms=1)
+    run = _dag("aoai_lifecycle_multipart_failing").test(run_conf={"source": str(path)})
+    assert str(run.state).endswith("failed") and max(_tries(run)) == 2
+    created = [u for u in emulator.store.list_uploads() if u["id"] not in before]
+    assert [u["status"] for u in created] == [
+        "cancelled"
+    ]  # one upload: the retry resumed it, then cancelled it
+    if HAS_TASK_STATE_STORE:
+        assert len(emulator.faults.calls("uploads.create")) - creates == 1
+
+
+@pytest.mark.skipif(not HAS_TASK_STATE_STORE, reason="task_state_store arrived in Airflow 3.3")
+def test_mapped_tasks_resume_each_their_own_upload(dag_env, emulator, tmp_path):
+    sources = [_source(tmp_path, name=f"mapped-{n}.jsonl") for n in range(2)]
+    before = {u["id"] for u in emulator.store.list_uploads()}
+    emulator.faults.set_link(bandwidth_bytes_per_second=8 * MiB)
+    broken: dict[str, str] = {}
+
+    def break_the_first_upload() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            calls = [r for r in emulator.faults.calls("uploads.parts") if r.status == 200]
+            if len(calls) >= 2:
+                broken["upload_id"] = calls[0].path.split("/")[3]
+                emulator.faults.inject("uploads.parts", status=503, count=4, retry_after_ms=1)
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=break_the_first_upload, daemon=True)
+    watcher.start()
+    run = _dag("aoai_lifecycle_mapped").test(run_conf={"sources": [str(p) for p in sources]})
+    watcher.join(timeout=5)
+    assert str(run.state).endswith("success"), [
+        (t.map_index, t.state, t.try_number) for t in run.get_task_instances()
+    ]
+    created = [u for u in emulator.store.list_uploads() if u["id"] not in before]
+    # two map indexes, two uploads: the interrupted one was resumed by its own retry, not replaced
+    assert len(created) == 2 and all(u["status"] == "completed" for u in created)
+    assert broken["upload_id"] in {u["id"] for u in created}
+    assert _parts_answered(emulator, broken["upload_id"]) == 6
+    contents = sorted(_content(emulator, u["file_id"]) for u in created)
+    assert contents == sorted(p.read_bytes() for p in sources)

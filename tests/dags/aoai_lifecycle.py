@@ -74,3 +74,23 @@ with DAG(
     AzureOpenAIMultipartUploadOperator.partial(
         task_id="upload", purpose="fine-tune", part_size=1024 * 1024, max_concurrency=1, **RETRIES
     ).expand(source=["{{ params.sources[0] }}", "{{ params.sources[1] }}"])
+
+with DAG(
+    dag_id="aoai_lifecycle_upload_file_force_new", schedule=None, start_date=START, params={"source": ""}
+) as force_new_dag:
+    AzureOpenAIUploadFileOperator(
+        task_id="upload", source="{{ params.source }}", purpose="fine-tune", force_new=True, **WAIT, **RETRIES
+    )
+
+with DAG(
+    dag_id="aoai_lifecycle_multipart_failing", schedule=None, start_date=START, params={"source": ""}
+) as failing_dag:
+    AzureOpenAIMultipartUploadOperator(
+        task_id="upload",
+        source="{{ params.source }}",
+        purpose="fine-tune",
+        part_size=1024 * 1024,
+        max_concurrency=1,
+        retries=1,
+        retry_delay=timedelta(seconds=0),
+    )
