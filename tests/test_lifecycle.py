@@ -298,10 +298,12 @@ def test_a_retry_reattaches_to_the_file_its_first_try_created(
     operation = "files.create" if dag_id.endswith("upload_file") else "files.import"
     before = len(emulator.faults.calls(operation))
     run = _dag(dag_id).test(run_conf=conf)
-    assert str(run.state).endswith("success")
     assert max(_tries(run)) >= 2  # the first try did fail
     created = len(emulator.faults.calls(operation)) - before
-    assert created == (1 if HAS_TASK_STATE_STORE else max(_tries(run)))
+    if HAS_TASK_STATE_STORE:
+        assert str(run.state).endswith("success") and created == 1
+    else:  # every try starts over: none lives long enough to see its own file processed
+        assert created == max(_tries(run))
 
 
 @pytest.mark.skipif(not HAS_TASK_STATE_STORE, reason="task_state_store arrived in Airflow 3.3")
@@ -373,11 +375,11 @@ def test_nothing_stays_pending_after_the_last_try(dag_env, emulator, tmp_path):
     run = _dag("aoai_lifecycle_multipart_failing").test(run_conf={"source": str(path)})
     assert str(run.state).endswith("failed") and max(_tries(run)) == 2
     created = [u for u in emulator.store.list_uploads() if u["id"] not in before]
-    assert [u["status"] for u in created] == [
-        "cancelled"
-    ]  # one upload: the retry resumed it, then cancelled it
-    if HAS_TASK_STATE_STORE:
-        assert len(emulator.faults.calls("uploads.create")) - creates == 1
+    assert created and all(u["status"] == "cancelled" for u in created)
+    # Airflow 3.3+: one upload, kept by the first try, resumed and then cancelled by the last.
+    # Without task_state_store every try cancels its own.
+    expected = 1 if HAS_TASK_STATE_STORE else 2
+    assert len(emulator.faults.calls("uploads.create")) - creates == len(created) == expected
 
 
 @pytest.mark.skipif(not HAS_TASK_STATE_STORE, reason="task_state_store arrived in Airflow 3.3")
