@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
+from airflow_provider_aoai.lineage import AzureOpenAILineageMixin
 from airflow_provider_aoai.models import DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_BYTES, File, Upload
 from airflow_provider_aoai.sensors import default_deferrable
 
@@ -26,7 +27,7 @@ DEFAULT_WAIT_POLL_INTERVAL = 10.0
 DEFAULT_WAIT_TIMEOUT = 60 * 60.0
 
 
-class _AzureOpenAIFileOperator(BaseOperator):
+class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
     """Shared by the operators: the hook, and the optional wait for processing.
 
     :param aoai_conn_id: the ``aoai`` connection (templated).
@@ -71,12 +72,12 @@ class _AzureOpenAIFileOperator(BaseOperator):
     def _finish(self, result: dict[str, Any], file_id: str) -> dict[str, Any]:
         self.log.info("File id: %s", file_id)
         if not self.wait_for_processing:
-            return result
+            return self._record_file_result(result)
         if not self.deferrable:
             file = self.hook.wait_for_file(
                 file_id=file_id, poll_interval=self.poll_interval, timeout=self.wait_timeout
             )
-            return self._with_file(result, file)
+            return self._record_file_result(self._with_file(result, file))
         from airflow_provider_aoai.triggers import AzureOpenAIFileStatusTrigger
 
         self.defer(
@@ -96,7 +97,9 @@ class _AzureOpenAIFileOperator(BaseOperator):
 
         file = file_from_event(event)
         self.log.info("File %s is %s", file.get("id"), file.get("status"))
-        return self._with_file(result if isinstance(result, dict) else file, file)
+        return self._record_file_result(
+            self._with_file(result if isinstance(result, dict) else file, file), context
+        )
 
 
 class AzureOpenAIImportFileOperator(_AzureOpenAIFileOperator):
@@ -187,6 +190,7 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
             progress_interval=self.progress_interval,
             stop=self._stop,
             on_upload_created=self._remember_upload,
+            on_md5=self._record_md5,
         )
         return self._finish(upload, upload["file"]["id"])
 
@@ -219,3 +223,10 @@ class AzureOpenAIUploadFileOperator(_AzureOpenAIFileOperator):
     def execute(self, context: Any) -> File:
         file = self.hook.upload_file(source=self.source, purpose=self.purpose, filename=self.filename)
         return self._finish(file, file["id"])
+
+
+# Delete and prune live in their own module; re-exported so that every operator imports from here.
+from airflow_provider_aoai.delete_operators import (  # noqa: F401
+    AzureOpenAIDeleteFileOperator,
+    AzureOpenAIPruneFilesOperator,
+)
