@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
+import textwrap
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -294,3 +296,15 @@ def test_producer_and_consumer_name_the_same_asset():
     consumer = load_dag(REPO / "dags_examples" / "example_aoai_dataset_consumer.py")
     condition = getattr(consumer.timetable, "asset_condition", None) or consumer.timetable.dataset_condition
     assert [a.uri for a in producer.get_task("upload_dataset").outlets] == [a.uri for a in condition.objects]
+
+
+def test_the_readme_quotes_the_example_dags_as_they_are():
+    """README code marked ``<!-- quoted from <file> [<marker>] -->`` is the file's [START/END] region."""
+    readme = (REPO / "README.md").read_text()
+    quotes = re.findall(r"<!-- quoted from (\S+) \[(\S+)\] -->\n```python\n(.*?)\n```", readme, re.DOTALL)
+    assert len(quotes) >= 5
+    for path, marker, code in quotes:
+        source = (REPO / path).read_text()
+        region = re.search(rf"# \[START {marker}\]\n(.*?)\n[ \t]*# \[END {marker}\]", source, re.DOTALL)
+        assert region is not None, f"{path} has no [START {marker}]"
+        assert textwrap.dedent(region.group(1)) == code, f"the README's quote of {path} [{marker}] is stale"
