@@ -9,21 +9,21 @@ Importing this module imports nothing beyond the standard library: the OpenLinea
 (``apache-airflow-providers-openlineage``, the ``openlineage`` extra) is imported only when its listener asks
 an operator for its lineage, so DAG parsing stays as cheap as before and the provider stays optional.
 
-Dataset naming (the OpenLineage naming spec; ``namespace`` / ``name``):
+Dataset naming (the OpenLineage naming spec), as ``namespace`` + ``name``:
 
-================================================  ====================================================  ==============
-source                                            namespace                                             name
-================================================  ====================================================  ==============
-local path, ``file://``                           ``file``                                              absolute path
-``s3://bucket/key`` (``s3a``, ``s3n``)            ``s3://bucket``                                       ``key``
-``gs://bucket/key`` (``gcs``)                     ``gs://bucket``                                       ``key``
-``abfs[s]://container@account.dfs.core...``       ``abfss://container@account.dfs.core.windows.net``    path
-``abfs://container/path``, ``az://``              the same, the account taken from the filesystem       path
-``wasb[s]://container@account.blob.core...``      ``wasbs://container@account.blob.core.windows.net``   path
-``http(s)://host[:port]/path?query`` (import)     ``https://host[:port]``                               ``/path``
-Azure OpenAI resource (data plane and v1)         ``azure-openai://host[:port]``                        ``files/<id>``
-Azure AI Foundry project                          ``azure-openai://host[:port]/api/projects/<project>``  ``files/<id>``
-================================================  ====================================================  ==============
+* a local path or ``file://`` URL: ``file`` + the absolute path;
+* ``s3://bucket/key`` (``s3a``, ``s3n``): ``s3://bucket`` + ``key``; ``gs://bucket/key`` (``gcs``):
+  ``gs://bucket`` + ``key``;
+* ``abfs[s]://container@account.dfs.core.windows.net/path``:
+  ``abfss://container@account.dfs.core.windows.net`` + ``path`` (for ``abfs://container/path`` and
+  ``az://`` the account comes from the ObjectStoragePath's filesystem; without one the namespace is
+  ``abfss://container``);
+* ``wasb[s]://container@account.blob.core.windows.net/path``:
+  ``wasbs://container@account.blob.core.windows.net`` + ``path``;
+* an import URL ``http(s)://host[:port]/path?query``: ``http(s)://host[:port]`` + ``/path``;
+* a file in an Azure OpenAI resource (data plane or v1): ``azure-openai://host[:port]`` + ``files/<id>``;
+* a file in an Azure AI Foundry project: ``azure-openai://host[:port]/api/projects/<project>`` +
+  ``files/<id>``.
 
 A URL's userinfo, query and fragment never become part of a name: a SAS signature stays out of lineage.
 The data plane and the v1 API are two doors to the same file store, so they share one namespace.
@@ -72,8 +72,6 @@ FILE_FACET_SCHEMA: dict[str, Any] = {
         },
     },
 }
-#: Keys of an asset event's extra, as the three file-creating operators fill it.
-ASSET_EXTRA_KEYS = ("file_id", "filename", "bytes", "purpose", "status")
 # Carries the md5 through a deferral: the operator that resumes is a new instance.
 _DEFER_KWARG = "aoai_lineage"
 
@@ -196,7 +194,7 @@ def file_of(result: Any) -> dict[str, Any] | None:
 
 
 def asset_event_extra(file: Mapping[str, Any]) -> dict[str, Any]:
-    """The extra of an asset event for ``file``: ``file_id``, ``filename``, ``bytes``, ``purpose``, ``status``."""
+    """An asset event's extra for ``file``: ``file_id``, ``filename``, ``bytes``, ``purpose``, ``status``."""
     return {
         "file_id": file.get("id"),
         "filename": file.get("filename"),
@@ -268,14 +266,16 @@ class AzureOpenAILineageMixin:
     def defer(self, *, trigger: Any, method_name: str, kwargs: dict[str, Any] | None = None, **rest: Any):
         if self._lineage_md5 is not None:
             kwargs = {**(kwargs or {}), _DEFER_KWARG: {"md5": self._lineage_md5}}
-        return super().defer(trigger=trigger, method_name=method_name, kwargs=kwargs, **rest)  # type: ignore[misc]
+        parent: Any = super()
+        return parent.defer(trigger=trigger, method_name=method_name, kwargs=kwargs, **rest)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
         if next_kwargs and _DEFER_KWARG in next_kwargs:
             next_kwargs = dict(next_kwargs)
             carried = next_kwargs.pop(_DEFER_KWARG) or {}
             self._lineage_md5 = carried.get("md5")
-        return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
+        parent: Any = super()
+        return parent.resume_execution(next_method, next_kwargs, context)
 
     # ------------------------------------------------------------------ OpenLineage
     def _lineage_input(self) -> list[Any]:

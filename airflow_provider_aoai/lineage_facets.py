@@ -15,7 +15,7 @@ from airflow_provider_aoai.lineage import FILE_FACET_SCHEMA_URL
 
 @attr.define
 class AzureOpenAIFileDatasetFacet(DatasetFacet):
-    """A file in the Files service of an Azure OpenAI resource or a Foundry project (facet ``azureOpenAIFile``).
+    """A file in the Files service of an Azure OpenAI resource or a Foundry project (``azureOpenAIFile``).
 
     Field names follow OpenLineage's camelCase, except those that mirror the service's File object.
     """

@@ -132,12 +132,22 @@ def test_a_connection_from_the_metadata_database(emulator, airflow_db, tmp_path,
 
 
 # ---------------------------------------------------------------------------------------------- asset events
-def airflow_cli(*argv: str) -> None:
-    """Run an ``airflow`` CLI command in this process (the same code the ``airflow`` command runs)."""
-    from airflow.cli import cli_parser
+def airflow_cli(*commands: list[str]) -> None:
+    """Run ``airflow`` CLI commands, as a user would, in a child process with this test's environment.
 
-    args = cli_parser.get_parser().parse_args(list(argv))
-    args.func(args)
+    (In this process the CLI would set up Airflow's logging and secrets masker for the rest of the session.)
+    """
+    code = (
+        "import sys\n"
+        "from airflow.cli import cli_parser\n"
+        f"for argv in {[list(command) for command in commands]!r}:\n"
+        "    args = cli_parser.get_parser().parse_args(argv)\n"
+        "    args.func(args)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 def xcom_value(dag_id: str, run_id: str, task_id: str, map_index: int = -1):
@@ -212,8 +222,7 @@ def test_the_upload_asset_event_triggers_the_consumer_which_reads_the_file_id(ex
     assert [a.uri for a in producer.get_task("upload_dataset").outlets] == [uri]
 
     # What a deployment has done before: the DAG processor parsed the DAGs; someone unpaused the consumer.
-    airflow_cli("dags", "reserialize")
-    airflow_cli("dags", "unpause", consumer.dag_id)
+    airflow_cli(["dags", "reserialize"], ["dags", "unpause", consumer.dag_id])
     schedule_asset_triggered_runs(consumer.dag_id)  # ... and the scheduler is up to date with older events
 
     run = producer.test(run_conf={"workdir": str(tmp_path), "report_path": str(tmp_path / "report.json")})
@@ -235,8 +244,12 @@ def test_the_upload_asset_event_triggers_the_consumer_which_reads_the_file_id(ex
     # A first run also consumes older events of the asset (earlier tests uploaded training sets too);
     # the consumer uses the latest, which is ours.
     assert run_type.endswith("triggered") and extra in consumed
-    for task_id in ("read_training_file", "wait_until_processed", "start_fine_tuning"):
-        airflow_cli("tasks", "test", consumer.dag_id, task_id, run_id)
+    airflow_cli(
+        *(
+            ["tasks", "test", consumer.dag_id, task_id, run_id]
+            for task_id in ("read_training_file", "wait_until_processed", "start_fine_tuning")
+        )
+    )
     assert xcom_value(consumer.dag_id, run_id, "read_training_file")["file_id"] == file_id
     assert xcom_value(consumer.dag_id, run_id, "wait_until_processed")["status"] == "processed"
     assert xcom_value(consumer.dag_id, run_id, "start_fine_tuning")["training_file"] == file_id

@@ -257,7 +257,7 @@ def test_bad_prune_arguments_fail_before_any_request(store, files, arguments, ar
 def test_purpose_and_older_than_are_required_by_the_operator(store, files):
     from airflow.providers.common.compat.sdk import AirflowException
 
-    # a missing keyword argument: Airflow 3 raises TypeError, Airflow 2 AirflowException, when the DAG is parsed
+    # a missing keyword argument fails when the DAG is parsed (TypeError on Airflow 3, AirflowException on 2)
     with pytest.raises((TypeError, AirflowException), match="older_than"):
         AzureOpenAIPruneFilesOperator(task_id="prune", purpose="fine-tune")  # type: ignore[call-arg]
     with pytest.raises(AzureOpenAIInvalidArgumentError) as caught:

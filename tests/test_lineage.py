@@ -382,9 +382,15 @@ from airflow_provider_aoai.operators import (
 )
 
 with DAG("lineage_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
-    AzureOpenAIImportFileOperator(task_id="import_file", content_url={url!r}, filename="probe.jsonl", purpose="fine-tune")
-    upload = AzureOpenAIMultipartUploadOperator(task_id="upload", source={source!r}, purpose="fine-tune", part_size=1 << 20)
-    delete = AzureOpenAIDeleteFileOperator(task_id="delete", file_id="{{{{ ti.xcom_pull(task_ids='upload')['file']['id'] }}}}")
+    AzureOpenAIImportFileOperator(
+        task_id="import_file", content_url={url!r}, filename="probe.jsonl", purpose="fine-tune"
+    )
+    upload = AzureOpenAIMultipartUploadOperator(
+        task_id="upload", source={source!r}, purpose="fine-tune", part_size=1 << 20
+    )
+    delete = AzureOpenAIDeleteFileOperator(
+        task_id="delete", file_id="{{{{ ti.xcom_pull(task_ids='upload')['file']['id'] }}}}"
+    )
     upload >> delete
 """
 
