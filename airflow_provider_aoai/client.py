@@ -40,6 +40,7 @@ from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -54,7 +55,7 @@ from airflow_provider_aoai.exceptions import (
 )
 from airflow_provider_aoai.models import ObjectKind, Surface, check_object
 from airflow_provider_aoai.redaction import redact_url
-from airflow_provider_aoai.urls import is_loopback
+from airflow_provider_aoai.urls import is_loopback, is_valid_host
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ def normalize_endpoint(endpoint: str, api_version: str | None) -> tuple[str, Sur
         raise AzureOpenAIConfigError(f"the endpoint {shown!r} has an invalid host or port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise AzureOpenAIConfigError(f"the endpoint {shown!r} is not an http(s) URL")
+    if not is_valid_host(parts.hostname):
+        raise AzureOpenAIConfigError(f"the endpoint {shown!r} has an invalid host name")
     if any(ch.isspace() or ord(ch) < 32 for ch in endpoint):
         raise AzureOpenAIConfigError("the endpoint must not contain whitespace or control characters")
     if parts.username is not None or parts.password is not None:
@@ -159,8 +162,6 @@ def _never_sent(exc: requests.RequestException) -> bool:
     """True when the connection never opened, so the service cannot have seen the request."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return True
-    import urllib3.exceptions
-
     return any(
         isinstance(e, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
         for e in _chain(exc)
@@ -169,8 +170,6 @@ def _never_sent(exc: requests.RequestException) -> bool:
 
 def describe_connection_error(exc: BaseException, timeout: float) -> str:
     """Why a request did not reach the service, in words: name not resolved, refused, timed out, TLS, ..."""
-    import urllib3.exceptions
-
     chain = list(_chain(exc))
     name_error = getattr(urllib3.exceptions, "NameResolutionError", ())
     if any(isinstance(e, socket.gaierror) or (name_error and isinstance(e, name_error)) for e in chain):
@@ -482,6 +481,8 @@ class AzureOpenAIClient:
                     stream=stream,
                     allow_redirects=False,
                 )
+            except urllib3.exceptions.LocationValueError:
+                raise AzureOpenAIConfigError(f"{self.host} cannot be requested: the URL is invalid") from None
             except requests.RequestException as exc:
                 if stop is not None and stop.is_set():
                     raise AzureOpenAIStoppedError(

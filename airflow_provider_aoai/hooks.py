@@ -627,6 +627,7 @@ class AzureOpenAIHook(BaseHook):
         resume_from: UploadCheckpoint | dict[str, Any] | None = None,
         on_checkpoint: CheckpointListener | None = None,
         keep_on_failure: bool | KeepPolicy = False,
+        on_md5: Callable[[str], None] | None = None,
     ) -> Upload:
         """Upload a file of up to 9 GiB: create (or resume) an Upload, send parts in parallel, complete it.
 
@@ -646,6 +647,8 @@ class AzureOpenAIHook(BaseHook):
         changed source and every other error always cancel it.
 
         :param on_upload_created: called with the upload id once it exists (or is resumed).
+        :param on_md5: called once with the content's hex md5, after the last part and before completing
+            (operators put it in their lineage).
         :raises AzureOpenAIInvalidArgumentError: bad source, purpose, part_size, max_concurrency, ...; nothing sent.
         :raises AzureOpenAIUploadError: the upload gave up (``.cancelled`` says whether it was cancelled).
         :raises AzureOpenAISourceChangedError: the source changed during the upload; it was cancelled.
@@ -689,4 +692,145 @@ class AzureOpenAIHook(BaseHook):
             on_checkpoint=on_checkpoint,
             keep_on_failure=keep_on_failure,
             on_upload_created=on_upload_created,
+            on_md5=on_md5,
         ).run()
+
+    # ------------------------------------------------------------------------------ lifecycle: delete, prune
+    def ensure_file_deleted(self, *, file_id: str, fail_if_missing: bool = False) -> dict[str, Any]:
+        """Delete a file; one that is already gone counts as done unless ``fail_if_missing``.
+
+        A 404 on the delete is taken for "no such file" only once a list of files on the same connection
+        succeeds, so a wrong endpoint or api-version (404 on every call) still fails.
+
+        :returns: the service's deletion object ``{"object": "file", "id": ..., "deleted": true}``; for a
+            file that did not exist, ``{"object": "file", "id": ..., "deleted": false}`` (nothing deleted).
+        :raises AzureOpenAIInvalidArgumentError: a malformed ``file_id`` or a non-bool ``fail_if_missing``;
+            nothing is sent.
+        :raises AzureOpenAINotFoundError: no such file and ``fail_if_missing``, or the endpoint answers 404
+            to everything.
+        """
+        from airflow_provider_aoai.exceptions import AzureOpenAINotFoundError
+
+        check_id(file_id, "file_id")
+        if not isinstance(fail_if_missing, bool):
+            raise AzureOpenAIInvalidArgumentError(
+                "fail_if_missing", f"must be True or False, not {fail_if_missing!r}"
+            )
+        try:
+            return self.delete_file(file_id=file_id)
+        except AzureOpenAINotFoundError:
+            if fail_if_missing:
+                raise
+            try:
+                self.client.request_object("GET", ("files",), expect=ObjectKind.LIST, params={"limit": 1})
+            except AzureOpenAINotFoundError:
+                raise AzureOpenAINotFoundError(
+                    404,
+                    "notFound",
+                    f"Connection {self.aoai_conn_id!r} answers 404 to listing files too: check the endpoint "
+                    "and api_version; nothing was deleted",
+                ) from None
+            self.log.info("File %s does not exist (already deleted?); nothing to delete", file_id)
+            return {"object": "file", "id": file_id, "deleted": False}
+
+    def prune_files(
+        self,
+        *,
+        purpose: str,
+        older_than: Any,
+        filename_prefix: str | None = None,
+        keep_latest: int = 0,
+        dry_run: bool = False,
+        now: Any = None,
+    ) -> list[str]:
+        """Delete the files of one purpose that are older than ``older_than``, keeping the newest ones.
+
+        The candidates are the files with this ``purpose`` (and, if given, a filename starting with
+        ``filename_prefix``). The ``keep_latest`` newest candidates are kept whatever their age; of the rest,
+        every file created more than ``older_than`` before ``now`` is deleted, oldest first. Ties in
+        ``created_at`` (whole seconds) are broken by id, so a retry picks the same files. A file that is gone
+        by the time it is deleted (another run, a retry) is skipped, not an error.
+
+        :param purpose: required, so that one call never spans purposes (e.g. ``fine-tune``).
+        :param older_than: required ``datetime.timedelta``, zero or more (``timedelta(days=30)``).
+        :param filename_prefix: only files whose name starts with it.
+        :param keep_latest: how many of the newest candidates to keep, 0 or more.
+        :param dry_run: list what would be deleted and delete nothing.
+        :param now: the time ages are measured from (timezone-aware); defaults to the current time.
+        :returns: the ids deleted (with ``dry_run``, those that would be), oldest first.
+        :raises AzureOpenAIInvalidArgumentError: a missing or bad argument; nothing is sent.
+        """
+        from datetime import datetime, timedelta, timezone
+
+        from airflow_provider_aoai.exceptions import AzureOpenAINotFoundError
+        from airflow_provider_aoai.models import DATA_PLANE_PURPOSES, FOUNDRY_PURPOSES, V1_PURPOSES
+
+        known = sorted(set(DATA_PLANE_PURPOSES) | set(V1_PURPOSES) | set(FOUNDRY_PURPOSES))
+        if not isinstance(purpose, str) or purpose not in known:
+            raise AzureOpenAIInvalidArgumentError(
+                "purpose", f"required, one of {', '.join(known)}; got {purpose!r}"
+            )
+        if not isinstance(older_than, timedelta):
+            raise AzureOpenAIInvalidArgumentError(
+                "older_than", f"required, a datetime.timedelta such as timedelta(days=30); got {older_than!r}"
+            )
+        if older_than < timedelta(0):
+            raise AzureOpenAIInvalidArgumentError("older_than", f"must not be negative; got {older_than}")
+        if filename_prefix is not None:
+            check_text(filename_prefix, "filename_prefix")
+        if isinstance(keep_latest, bool) or not isinstance(keep_latest, int) or keep_latest < 0:
+            raise AzureOpenAIInvalidArgumentError(
+                "keep_latest", f"must be an integer, 0 or more; got {keep_latest!r}"
+            )
+        if not isinstance(dry_run, bool):
+            raise AzureOpenAIInvalidArgumentError("dry_run", f"must be True or False, not {dry_run!r}")
+        if now is None:
+            now = datetime.now(timezone.utc)
+        elif not isinstance(now, datetime) or now.tzinfo is None:
+            raise AzureOpenAIInvalidArgumentError("now", f"must be a timezone-aware datetime; got {now!r}")
+        cutoff = (now - older_than).timestamp()
+
+        gone = {FileStatus.DELETING.value, FileStatus.DELETED.value}
+        candidates = []
+        for file in self.list_files(purpose=purpose):
+            if file.get("purpose") != purpose or file.get("status") in gone:
+                continue
+            if filename_prefix is not None and not str(file.get("filename") or "").startswith(
+                filename_prefix
+            ):
+                continue
+            created_at = file.get("created_at")
+            if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
+                self.log.warning("File %s has no created_at; it is never pruned", file.get("id"))
+                continue
+            candidates.append(file)
+        candidates.sort(key=lambda f: (f["created_at"], str(f.get("id"))), reverse=True)
+        doomed = [f for f in candidates[keep_latest:] if f["created_at"] < cutoff]
+        doomed.reverse()  # oldest first
+        self.log.info(
+            "%d file(s) with purpose %r%s; keeping the newest %d; %d created before %s %s",
+            len(candidates),
+            purpose,
+            f" named {filename_prefix}*" if filename_prefix is not None else "",
+            keep_latest,
+            len(doomed),
+            datetime.fromtimestamp(cutoff, timezone.utc).isoformat(),
+            "would be deleted (dry run)" if dry_run else "are deleted",
+        )
+        deleted: list[str] = []
+        for file in doomed:
+            file_id = check_id(file.get("id"), "id")
+            if dry_run:
+                self.log.info(
+                    "Would delete %s (%s, created at %s)", file_id, file.get("filename"), file["created_at"]
+                )
+                deleted.append(file_id)
+                continue
+            try:
+                self.delete_file(file_id=file_id)
+            except AzureOpenAINotFoundError:
+                self.log.info("File %s is already gone", file_id)
+                continue
+            self.log.info("Deleted %s (%s, created at %s)", file_id, file.get("filename"), file["created_at"])
+            deleted.append(file_id)
+        return deleted

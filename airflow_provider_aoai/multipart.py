@@ -99,6 +99,7 @@ class ResumableUpload:
         on_checkpoint: CheckpointListener | None,
         keep_on_failure: bool | KeepPolicy,
         on_upload_created: Callable[[str], None] | None,
+        on_md5: Callable[[str], None] | None = None,
     ) -> None:
         self.hook = hook
         self.source = source
@@ -113,6 +114,7 @@ class ResumableUpload:
         self.on_checkpoint = on_checkpoint
         self.keep_on_failure = keep_on_failure
         self.on_upload_created = on_upload_created
+        self.on_md5 = on_md5
         self.log = hook.log
         self._lock = threading.Lock()
         self.checkpoint: UploadCheckpoint | None = None
@@ -291,6 +293,8 @@ class ResumableUpload:
                 stop=self.stop,
             )
             self.source.check_unchanged()
+            if self.on_md5 is not None:
+                self.on_md5(result.md5)
             completed = self.hook.complete_upload(
                 upload_id=upload_id,
                 part_ids=result.part_ids,

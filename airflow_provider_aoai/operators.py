@@ -25,6 +25,7 @@ from airflow_provider_aoai.lifecycle import (
     is_last_try,
     task_state_store,
 )
+from airflow_provider_aoai.lineage import AzureOpenAILineageMixin
 from airflow_provider_aoai.models import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_PART_BYTES,
@@ -43,8 +44,8 @@ DEFAULT_WAIT_POLL_INTERVAL = 10.0
 DEFAULT_WAIT_TIMEOUT = 60 * 60.0
 
 
-class _AzureOpenAIFileOperator(BaseOperator):
-    """Shared by the operators: the hook, the optional wait for processing, and being killed.
+class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
+    """Shared by the operators: the hook, the optional wait for processing, being killed, and lineage.
 
     :param aoai_conn_id: the ``aoai`` connection (templated).
     :param wait_for_processing: wait until the new file is ``processed``; fail if it ends in ``error``.
@@ -95,12 +96,12 @@ class _AzureOpenAIFileOperator(BaseOperator):
     def _finish(self, result: dict[str, Any], file_id: str) -> dict[str, Any]:
         self.log.info("File id: %s", file_id)
         if not self.wait_for_processing:
-            return result
+            return self._record_file_result(result)
         if not self.deferrable:
             file = self.hook.wait_for_file(
                 file_id=file_id, poll_interval=self.poll_interval, timeout=self.wait_timeout, stop=self._stop
             )
-            return self._with_file(result, file)
+            return self._record_file_result(self._with_file(result, file))
         from airflow_provider_aoai.triggers import AzureOpenAIFileStatusTrigger
 
         self.defer(
@@ -124,7 +125,9 @@ class _AzureOpenAIFileOperator(BaseOperator):
             expected = result["file"].get("id") if isinstance(result.get("file"), dict) else result.get("id")
         file = file_from_event(event, expected_file_id=expected)
         self.log.info("File %s is %s", file.get("id"), file.get("status"))
-        return self._with_file(result if isinstance(result, dict) else dict(file), file)
+        return self._record_file_result(
+            self._with_file(result if isinstance(result, dict) else dict(file), file), context
+        )
 
     def on_kill(self) -> None:
         """Stop at once: requests in flight are aborted; the work that started it undoes what it must."""
@@ -281,6 +284,7 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
             resume_from=resume_from,
             on_checkpoint=memory.save if memory is not None else None,
             keep_on_failure=lambda exc: keep and not self._stop.is_set(),
+            on_md5=self._record_md5,
         )
         return self._finish(upload, upload["file"]["id"])
 
@@ -330,3 +334,10 @@ class AzureOpenAIUploadFileOperator(_AzureOpenAIFileOperator):
             ),
         )
         return self._finish(file, file["id"])
+
+
+# Delete and prune live in their own module; re-exported so that every operator imports from here.
+from airflow_provider_aoai.delete_operators import (  # noqa: F401
+    AzureOpenAIDeleteFileOperator,
+    AzureOpenAIPruneFilesOperator,
+)

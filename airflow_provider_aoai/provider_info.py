@@ -70,7 +70,7 @@ PROVIDER_INFO = {
     "package-name": "airflow-provider-aoai",
     "name": "Azure OpenAI Files",
     "description": "Move data into the Azure OpenAI and Azure AI Foundry Files services: "
-    "import from URL, multipart and plain uploads, file status sensing.",
+    "import from URL, multipart and plain uploads, file status sensing, delete and prune, OpenLineage.",
     "integrations": [
         {
             "integration-name": INTEGRATION,
@@ -79,7 +79,12 @@ PROVIDER_INFO = {
         }
     ],
     "hooks": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_aoai.hooks"]}],
-    "operators": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_aoai.operators"]}],
+    "operators": [
+        {
+            "integration-name": INTEGRATION,
+            "python-modules": ["airflow_provider_aoai.operators", "airflow_provider_aoai.delete_operators"],
+        }
+    ],
     "sensors": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_aoai.sensors"]}],
     "triggers": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_aoai.triggers"]}],
     "connection-types": [

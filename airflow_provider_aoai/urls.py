@@ -15,3 +15,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def is_valid_host(host: str) -> bool:
+    """True for an IP address or a DNS name whose labels are 1-63 characters (IDNA included)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if not name or any(ch.isspace() for ch in name):
+        return False
+    try:
+        encoded = name.encode("idna")
+    except UnicodeError:
+        return False
+    return len(encoded) <= 253 and all(0 < len(label) <= 63 for label in encoded.split(b"."))

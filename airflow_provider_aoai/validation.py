@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
 from airflow_provider_aoai.redaction import redact_url
+from airflow_provider_aoai.urls import is_valid_host
 
 MAX_ID_CHARS = 256
 MAX_FILENAME_CHARS = 512
@@ -147,8 +148,6 @@ def check_http_url(value: Any, argument: str) -> str:
             argument,
             "must not carry credentials before the host (user:password@); use a SAS or presigned URL",
         )
-    try:
-        parts.hostname.encode("idna")
-    except UnicodeError:
-        raise AzureOpenAIInvalidArgumentError(argument, "has an invalid host name") from None
+    if not is_valid_host(parts.hostname):
+        raise AzureOpenAIInvalidArgumentError(argument, "has an invalid host name")
     return value

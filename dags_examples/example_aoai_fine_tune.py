@@ -3,6 +3,9 @@
 Connection ``aoai_default`` points at an Azure OpenAI resource (or the bundled emulator). Parameters:
 ``workdir`` (where the dataset is written) and ``report_path`` (optional JSON report of the result).
 ``AOAI_EXAMPLE_POLL_SECONDS`` sets how often the status is checked (default 30 s).
+
+The upload updates the asset ``TRAINING_SET``; its event carries the new file's id, which
+``example_aoai_dataset_consumer`` (scheduled on that asset) reads.
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ import os
 from pathlib import Path
 
 import pendulum
-from airflow.providers.common.compat.sdk import DAG, task
+from airflow.providers.common.compat.sdk import DAG, Asset, task
 
 from airflow_provider_aoai.operators import AzureOpenAIMultipartUploadOperator
 from airflow_provider_aoai.sensors import AzureOpenAIFileStatusSensor
 
 POLL_SECONDS = float(os.environ.get("AOAI_EXAMPLE_POLL_SECONDS", "30"))
+# [START howto_asset_aoai_training_set]
+# The training set as an asset (a Dataset on Airflow 2): its URI names the dataset, the connection decides
+# where files go. Every upload is a new file; the asset event carries its id.
+TRAINING_SET = Asset("azure-openai://myres.openai.azure.com/files/fine-tune/training.jsonl")
+# [END howto_asset_aoai_training_set]
 
 EXAMPLES = [
     ("What is the capital of France?", "Paris."),
@@ -66,6 +74,7 @@ with DAG(
         filename="training.jsonl",
         part_size=8 * 1024 * 1024,
         max_concurrency=4,
+        outlets=[TRAINING_SET],  # the event's extra: file_id, filename, bytes, purpose, status
     )
     # [END howto_operator_aoai_multipart_upload]
 

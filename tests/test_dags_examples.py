@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
+import textwrap
+import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import API_KEY, BATCH_LINE, REPO, jsonl, set_connection
+from tests.conftest import API_KEY, BATCH_LINE, CHAT_LINE, REPO, jsonl, set_connection
+
+AIRFLOW_2 = version("apache-airflow").startswith("2.")
 
 DAG_FILES = sorted((REPO / "dags_examples").glob("example_*.py"))
 
@@ -27,7 +33,7 @@ def task_states(run) -> dict[str, str]:
 
 
 def test_there_are_example_dags():
-    assert len(DAG_FILES) == 3
+    assert len(DAG_FILES) == 5
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
@@ -45,8 +51,10 @@ def test_dag_bag_has_no_import_errors():
         f"bag = DagBag(dag_folder={str(REPO / 'dags_examples')!r})\n"
         "print(len(bag.dags), bag.import_errors)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.stdout.strip().endswith("3 {}"), result.stdout + result.stderr[-2000:]
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300
+    )
+    assert result.stdout.strip().endswith("5 {}"), result.stdout + result.stderr[-2000:]
 
 
 @pytest.fixture
@@ -121,3 +129,195 @@ def test_a_connection_from_the_metadata_database(emulator, airflow_db, tmp_path,
     finally:
         with create_session() as session:
             session.query(Connection).filter(Connection.conn_id == "aoai_default").delete()
+
+
+# ---------------------------------------------------------------------------------------------- asset events
+def airflow_cli(*commands: list[str]) -> None:
+    """Run ``airflow`` CLI commands, as a user would, in a child process with this test's environment.
+
+    (In this process the CLI would set up Airflow's logging and secrets masker for the rest of the session.)
+    """
+    code = (
+        "import sys\n"
+        "from airflow.cli import cli_parser\n"
+        f"for argv in {[list(command) for command in commands]!r}:\n"
+        "    args = cli_parser.get_parser().parse_args(argv)\n"
+        "    args.func(args)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def xcom_value(dag_id: str, run_id: str, task_id: str, map_index: int = -1):
+    """A task's return value, read from the metadata database."""
+    from airflow.utils.session import create_session
+
+    if AIRFLOW_2:
+        from airflow.models.xcom import XCom
+    else:
+        from airflow.models.xcom import XComModel as XCom
+    with create_session() as session:
+        row = (
+            session.query(XCom)
+            .filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, key="return_value")
+            .one()
+        )
+        return row.value if AIRFLOW_2 else XCom.deserialize_value(row)  # Airflow 2 decodes on load
+
+
+def asset_events_of(run_id: str) -> list:
+    """The asset (dataset) events a producer run wrote, as (uri, extra)."""
+    from airflow.utils.session import create_session
+
+    if AIRFLOW_2:
+        from airflow.models.dataset import DatasetEvent as Event
+    else:
+        from airflow.models.asset import AssetEvent as Event
+    with create_session() as session:
+        events = session.query(Event).filter(Event.source_run_id == run_id).all()
+        return [((e.dataset if AIRFLOW_2 else e.asset).uri, e.extra) for e in events]
+
+
+def schedule_asset_triggered_runs(dag_id: str):
+    """One pass of the scheduler's own code that creates the runs queued asset events call for.
+
+    Returns the new run of ``dag_id`` as (run id, run type, extras of the events it consumed), or None.
+    """
+    from airflow.jobs.job import Job
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+    from airflow.models.dag import DagModel
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    runner = SchedulerJobRunner(job=Job())
+    with create_session() as session:
+        before = session.query(DagRun).filter(DagRun.dag_id == dag_id).count()
+        query, triggered = DagModel.dags_needing_dagruns(session)
+        ready = [model for model in query if model.dag_id == dag_id]
+        if not ready:
+            return None
+        if AIRFLOW_2:
+            runner._create_dag_runs_dataset_triggered(ready, triggered, session)
+        else:
+            runner._create_dag_runs_asset_triggered(dag_models=ready, session=session)
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id).all()
+        if len(runs) == before:
+            return None
+        run = runs[-1]
+        consumed = run.consumed_dataset_events if AIRFLOW_2 else run.consumed_asset_events
+        return run.run_id, str(run.run_type), [event.extra for event in consumed]
+
+
+def test_the_upload_asset_event_triggers_the_consumer_which_reads_the_file_id(example_env, tmp_path):
+    """Producer and consumer end to end: the fine-tune DAG's upload updates TRAINING_SET with the file in
+    the event's extra; the scheduler's code creates the consumer's run from that event; the consumer's
+    tasks (run by ``airflow tasks test`` against that run) read the file id and use it."""
+    producer_file = REPO / "dags_examples" / "example_aoai_fine_tune.py"
+    consumer_file = REPO / "dags_examples" / "example_aoai_dataset_consumer.py"
+    producer, consumer = load_dag(producer_file), load_dag(consumer_file)
+    uri = "azure-openai://myres.openai.azure.com/files/fine-tune/training.jsonl"
+    assert [a.uri for a in producer.get_task("upload_dataset").outlets] == [uri]
+
+    # What a deployment has done before: the DAG processor parsed the DAGs; someone unpaused the consumer.
+    airflow_cli(["dags", "reserialize"], ["dags", "unpause", consumer.dag_id])
+    schedule_asset_triggered_runs(consumer.dag_id)  # ... and the scheduler is up to date with older events
+
+    run = producer.test(run_conf={"workdir": str(tmp_path), "report_path": str(tmp_path / "report.json")})
+    assert str(run.state).endswith("success"), task_states(run)
+    file_id = json.loads((tmp_path / "report.json").read_text())["file_id"]
+    extra = {
+        "file_id": file_id,
+        "filename": "training.jsonl",
+        "bytes": (tmp_path / "training.jsonl").stat().st_size,
+        "purpose": "fine-tune",
+        # the file's status when the upload completed (processing follows; the consumer waits for it)
+        "status": xcom_value(producer.dag_id, run.run_id, "upload_dataset")["file"]["status"],
+    }
+    assert asset_events_of(run.run_id) == [(uri, extra)]
+
+    created = schedule_asset_triggered_runs(consumer.dag_id)
+    assert created is not None, "the asset event queued no run of the consumer"
+    run_id, run_type, consumed = created
+    # A first run also consumes older events of the asset (earlier tests uploaded training sets too);
+    # the consumer uses the latest, which is ours.
+    assert run_type.endswith("triggered") and extra in consumed
+    airflow_cli(
+        *(
+            ["tasks", "test", consumer.dag_id, task_id, run_id]
+            for task_id in ("read_training_file", "wait_until_processed", "start_fine_tuning")
+        )
+    )
+    assert xcom_value(consumer.dag_id, run_id, "read_training_file")["file_id"] == file_id
+    assert xcom_value(consumer.dag_id, run_id, "wait_until_processed")["status"] == "processed"
+    assert xcom_value(consumer.dag_id, run_id, "start_fine_tuning")["training_file"] == file_id
+
+
+# ---------------------------------------------------------------------------------------------- retention
+DAY = 24 * 60 * 60
+
+
+@pytest.fixture
+def retention_env(monkeypatch, airflow_db):
+    """An emulator of its own (prune sees every file of a purpose) behind aoai_default."""
+    from airflow_provider_aoai.emulator import Emulator
+
+    with Emulator(api_key=API_KEY, processing_seconds=0.1) as emu:
+        set_connection(monkeypatch, host=emu.url, password=API_KEY, extra={"retry_backoff": 0.01})
+        yield emu
+
+
+def test_weekly_retention_dag_end_to_end(retention_env, tmp_path):
+    from airflow_provider_aoai.hooks import AzureOpenAIHook
+
+    hook = AzureOpenAIHook()
+
+    def make(name: str, days_old: int) -> str:
+        (tmp_path / name).write_bytes(jsonl([CHAT_LINE]))
+        file_id = hook.upload_file(source=str(tmp_path / name), purpose="fine-tune")["id"]
+        retention_env.store.set_created_at(file_id, int(time.time()) - days_old * DAY)
+        return file_id
+
+    fresh, d40, d41, d42 = (
+        make("training.jsonl", 0),
+        make("training-a.jsonl", 40),
+        make("training-b.jsonl", 41),
+        make("training-c.jsonl", 42),
+    )
+    stray = make("eval.jsonl", 90)  # not a training file: only the run conf names it
+    dag = load_dag(REPO / "dags_examples" / "example_aoai_weekly_retention.py")
+    assert (getattr(dag, "schedule", None) or dag.schedule_interval) == "@weekly"  # Airflow 3, 2
+
+    run = dag.test(run_conf={"file_ids": [stray, "file-already-gone"]})
+    assert str(run.state).endswith("success"), task_states(run)
+    # the two newest training files stay (fresh, 40 days); the rest of those older than 30 days go
+    assert xcom_value(dag.dag_id, run.run_id, "list_old_training_files") == [d42, d41]
+    assert xcom_value(dag.dag_id, run.run_id, "prune_old_training_files") == [d42, d41]
+    assert xcom_value(dag.dag_id, run.run_id, "delete_listed_files", 0) == {
+        "object": "file",
+        "id": stray,
+        "deleted": True,
+    }
+    assert xcom_value(dag.dag_id, run.run_id, "delete_listed_files", 1)["deleted"] is False
+    assert {f["id"] for f in retention_env.store.list_files()} == {fresh, d40}
+
+
+def test_producer_and_consumer_name_the_same_asset():
+    producer = load_dag(REPO / "dags_examples" / "example_aoai_fine_tune.py")
+    consumer = load_dag(REPO / "dags_examples" / "example_aoai_dataset_consumer.py")
+    condition = getattr(consumer.timetable, "asset_condition", None) or consumer.timetable.dataset_condition
+    assert [a.uri for a in producer.get_task("upload_dataset").outlets] == [a.uri for a in condition.objects]
+
+
+def test_the_readme_quotes_the_example_dags_as_they_are():
+    """README code marked ``<!-- quoted from <file> [<marker>] -->`` is the file's [START/END] region."""
+    readme = (REPO / "README.md").read_text()
+    quotes = re.findall(r"<!-- quoted from (\S+) \[(\S+)\] -->\n```python\n(.*?)\n```", readme, re.DOTALL)
+    assert len(quotes) >= 5
+    for path, marker, code in quotes:
+        source = (REPO / path).read_text()
+        region = re.search(rf"# \[START {marker}\]\n(.*?)\n[ \t]*# \[END {marker}\]", source, re.DOTALL)
+        assert region is not None, f"{path} has no [START {marker}]"
+        assert textwrap.dedent(region.group(1)) == code, f"the README's quote of {path} [{marker}] is stale"

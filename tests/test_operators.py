@@ -183,14 +183,20 @@ def test_importing_the_operators_keeps_heavy_modules_out():
 
     code = (
         "import sys, airflow_provider_aoai.operators, airflow_provider_aoai.sensors\n"
-        "heavy = ['requests', 'azure.identity', 'starlette', 'uvicorn', 'airflow_provider_aoai.hooks', 'fsspec']\n"
+        "heavy = ['requests', 'azure.identity', 'starlette', 'uvicorn', 'airflow_provider_aoai.hooks', 'fsspec',\n"
+        "         'openlineage', 'airflow.providers.openlineage.extractors', 'airflow_provider_aoai.lineage_facets']\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300
+    )
     loaded = result.stdout.strip().splitlines()[-1]
-    # Airflow itself may bring requests or fsspec along; ours must not add identity, emulator or hook code.
+    # Airflow itself may bring requests or fsspec along; ours must not add identity, emulator, hook or
+    # OpenLineage code (the lineage methods import it when the listener calls them).
     assert (
         "azure.identity" not in loaded
         and "starlette" not in loaded
         and "airflow_provider_aoai.hooks" not in loaded
+        and "openlineage" not in loaded
+        and "airflow_provider_aoai.lineage_facets" not in loaded
     ), loaded

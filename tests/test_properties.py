@@ -24,13 +24,21 @@ from tests.misbehaving import Answer, MisbehavingService
 CANARY = "CANARYzq7Xw9"
 KEY = "property-test-api-key-000"
 SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 tricky_text = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["", " ", ".", "..", "/", "a/b", "%2F", "%2e%2e", "#", "?x=1", "a\r\nb", "\x00", "file-1#x"]),
-    st.builds(lambda a, b: a + b, st.sampled_from(["file-1", "up-1", ""]), st.text(alphabet="/?#%.&=\r\n\t ", max_size=6)),
+    st.sampled_from(
+        ["", " ", ".", "..", "/", "a/b", "%2F", "%2e%2e", "#", "?x=1", "a\r\nb", "\x00", "file-1#x"]
+    ),
+    st.builds(
+        lambda a, b: a + b,
+        st.sampled_from(["file-1", "up-1", ""]),
+        st.text(alphabet="/?#%.&=\r\n\t ", max_size=6),
+    ),
 )
 
 
@@ -41,7 +49,13 @@ def service():
 
 
 def _hook(url: str, conn_id: str = "aoai_property", **fields) -> AzureOpenAIHook:
-    document = {"conn_type": "aoai", "host": url, "password": KEY, "extra": {"max_retries": 0, "timeout": 1}, **fields}
+    document = {
+        "conn_type": "aoai",
+        "host": url,
+        "password": KEY,
+        "extra": {"max_retries": 0, "timeout": 1},
+        **fields,
+    }
     os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(document)
     return AzureOpenAIHook(aoai_conn_id=conn_id)
 
@@ -136,8 +150,18 @@ extra_values = st.one_of(
 @given(
     extra=st.dictionaries(
         st.sampled_from(
-            ["timeout", "max_retries", "retry_backoff", "auth_type", "api_version", "tenant_id", "client_id",
-             "authority_host", "token_scope", "client_secret"]
+            [
+                "timeout",
+                "max_retries",
+                "retry_backoff",
+                "auth_type",
+                "api_version",
+                "tenant_id",
+                "client_id",
+                "authority_host",
+                "token_scope",
+                "client_secret",
+            ]
         ),
         extra_values,
         max_size=5,

@@ -300,6 +300,13 @@ class Store:
             state.forced = list(statuses)
             state.forced_details = redact(status_details) if status_details is not None else None
 
+    def set_created_at(self, file_id: str, created_at: int) -> None:
+        """Make ``file_id`` look created at ``created_at`` (unix seconds), e.g. weeks ago for retention tests."""
+        with self._lock:
+            state = self._file_state(file_id)
+            state.record["created_at"] = int(created_at)
+            self._save_file(state)
+
     # ---------------------------------------------------------------- uploads
     def _upload(self, upload_id: str) -> dict[str, Any]:
         upload = self._uploads.get(upload_id)
