@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from airflow_provider_aoai.exceptions import AzureOpenAIConfigError, AzureOpenAICredentialError
 from airflow_provider_aoai.redaction import register_secret
@@ -30,6 +31,28 @@ def mask(secret: str | None) -> None:
     from airflow.providers.common.compat.sdk import mask_secret
 
     mask_secret(secret)
+
+
+# Query parameters whose values are credentials in the URLs users import from (SAS, presigned URLs).
+SECRET_QUERY_KEYS = frozenset(
+    {"sig", "signature", "x-amz-signature", "x-goog-signature", "token", "code", "key"}
+)
+
+
+def mask_url_secrets(url: str) -> None:
+    """Register a URL's query string, its values and its userinfo as secrets (masker and redaction)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return
+    if parts.password:
+        mask(parts.password)
+    if not parts.query:
+        return
+    mask(parts.query)
+    for key, value in parse_qsl(parts.query, keep_blank_values=False):
+        if key.lower() in SECRET_QUERY_KEYS:
+            mask(value)
 
 
 class ApiKeyAuth:

@@ -9,29 +9,27 @@ local and object-storage destinations in :mod:`~airflow_provider_aoai.downloads`
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_aoai.client import AzureOpenAIClient, MultipartBody, Retry
 from airflow_provider_aoai.connection import build_client
-from airflow_provider_aoai.credentials import mask
+from airflow_provider_aoai.credentials import mask_url_secrets
 from airflow_provider_aoai.downloads import prepare_destination, write_download
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIConflictError,
     AzureOpenAIError,
     AzureOpenAIFileProcessingError,
     AzureOpenAIInvalidArgumentError,
+    AzureOpenAINotFoundError,
     AzureOpenAIResponseError,
     AzureOpenAIStoppedError,
     AzureOpenAIUnsupportedOperationError,
-    AzureOpenAIUploadError,
     AzureOpenAIWaitTimeoutError,
 )
 from airflow_provider_aoai.models import (
@@ -50,8 +48,14 @@ from airflow_provider_aoai.models import (
     UploadPart,
     purposes_for,
 )
-from airflow_provider_aoai.multipart import CheckpointListener, KeepPolicy, ResumableUpload
+from airflow_provider_aoai.multipart import (
+    CheckpointListener,
+    KeepPolicy,
+    ResumableUpload,
+    find_completed_upload,
+)
 from airflow_provider_aoai.redaction import redact, redact_url
+from airflow_provider_aoai.retention import check_dry_run, prune_rule, select_files_to_prune
 from airflow_provider_aoai.uploads import (
     PartContent,
     Progress,
@@ -63,6 +67,7 @@ from airflow_provider_aoai.uploads import (
 )
 from airflow_provider_aoai.validation import (
     MIN_POLL_SECONDS,
+    check_bool,
     check_choice,
     check_filename,
     check_http_url,
@@ -84,22 +89,6 @@ CLOCK_SKEW_SECONDS = 5
 SECRET_QUERY_KEYS = frozenset(
     {"sig", "signature", "x-amz-signature", "x-goog-signature", "token", "code", "key"}
 )
-
-
-def mask_url_secrets(url: str) -> None:
-    """Register a URL's query string, its values and its userinfo as secrets (masker and redaction)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return
-    if parts.password:
-        mask(parts.password)
-    if not parts.query:
-        return
-    mask(parts.query)
-    for key, value in parse_qsl(parts.query, keep_blank_values=False):
-        if key.lower() in SECRET_QUERY_KEYS:
-            mask(value)
 
 
 class AzureOpenAIHook(BaseHook):
@@ -538,7 +527,7 @@ class AzureOpenAIHook(BaseHook):
         except AzureOpenAIConflictError:
             if upload is None:
                 raise
-            found = self._completed_upload(upload, md5)
+            found = find_completed_upload(self, upload, md5)
             if found is None:
                 raise
             return found
@@ -549,49 +538,6 @@ class AzureOpenAIHook(BaseHook):
                 f"complete of upload {upload_id} answered status {completed.get('status')!r}",
             )
         return cast(Upload, completed)
-
-    def _completed_upload(self, upload: Upload, md5: str | None) -> Upload | None:
-        """The completed Upload with its File, if an earlier attempt completed ``upload``; else ``None``.
-
-        The File is the one named like the upload, with its purpose and size, created since the upload was
-        (both times on the service's clock). Should several match, the one whose content has the upload's
-        md5 is it; if that cannot be told, nothing is guessed.
-        """
-        candidates = self.find_files(
-            filename=upload["filename"],
-            purpose=upload["purpose"],
-            created_after=float(upload.get("created_at") or 0),
-            size=upload.get("bytes"),
-            clock_skew=0,
-        )
-        if len(candidates) > 1 and md5 is not None:
-            candidates = [f for f in candidates if self._content_md5(f["id"]) == md5.lower()] or candidates
-        if not candidates:
-            return None
-        if len(candidates) > 1:
-            ids = ", ".join(str(f.get("id")) for f in candidates[:10])
-            raise AzureOpenAIUploadError(
-                f"Upload {upload['id']} was completed, but {len(candidates)} files match it ({ids}); "
-                "cannot tell which one it produced",
-                upload_id=upload["id"],
-                cancelled=False,
-            )
-        self.log.info("Upload %s was already completed as file %s", upload["id"], candidates[0].get("id"))
-        return cast(Upload, {**upload, "status": "completed", "file": candidates[0]})
-
-    def _content_md5(self, file_id: str) -> str | None:
-        """The md5 of a file's content, or ``None`` when the service will not serve it."""
-        digest = hashlib.md5(usedforsecurity=False)
-
-        class _Sink:
-            def write(self, chunk: bytes) -> None:
-                digest.update(chunk)
-
-        try:
-            self.client.download(("files", file_id, "content"), lambda: cast(Any, _Sink()))
-        except AzureOpenAIError:
-            return None
-        return digest.hexdigest()
 
     def cancel_upload(self, *, upload_id: str) -> Upload:
         """Cancel an Upload; its parts are discarded. Cancelling a cancelled upload is harmless."""
@@ -709,13 +655,8 @@ class AzureOpenAIHook(BaseHook):
         :raises AzureOpenAINotFoundError: no such file and ``fail_if_missing``, or the endpoint answers 404
             to everything.
         """
-        from airflow_provider_aoai.exceptions import AzureOpenAINotFoundError
-
         check_id(file_id, "file_id")
-        if not isinstance(fail_if_missing, bool):
-            raise AzureOpenAIInvalidArgumentError(
-                "fail_if_missing", f"must be True or False, not {fail_if_missing!r}"
-            )
+        check_bool(fail_if_missing, "fail_if_missing")
         try:
             return self.delete_file(file_id=file_id)
         except AzureOpenAINotFoundError:
@@ -745,11 +686,8 @@ class AzureOpenAIHook(BaseHook):
     ) -> list[str]:
         """Delete the files of one purpose that are older than ``older_than``, keeping the newest ones.
 
-        The candidates are the files with this ``purpose`` (and, if given, a filename starting with
-        ``filename_prefix``). The ``keep_latest`` newest candidates are kept whatever their age; of the rest,
-        every file created more than ``older_than`` before ``now`` is deleted, oldest first. Ties in
-        ``created_at`` (whole seconds) are broken by id, so a retry picks the same files. A file that is gone
-        by the time it is deleted (another run, a retry) is skipped, not an error.
+        The rule lives in :mod:`~airflow_provider_aoai.retention`. A file that is gone by the time it is
+        deleted (another run, a retry) is skipped, not an error, so a prune is safe to retry.
 
         :param purpose: required, so that one call never spans purposes (e.g. ``fine-tune``).
         :param older_than: required ``datetime.timedelta``, zero or more (``timedelta(days=30)``).
@@ -760,77 +698,37 @@ class AzureOpenAIHook(BaseHook):
         :returns: the ids deleted (with ``dry_run``, those that would be), oldest first.
         :raises AzureOpenAIInvalidArgumentError: a missing or bad argument; nothing is sent.
         """
-        from datetime import datetime, timedelta, timezone
-
-        from airflow_provider_aoai.exceptions import AzureOpenAINotFoundError
-        from airflow_provider_aoai.models import DATA_PLANE_PURPOSES, FOUNDRY_PURPOSES, V1_PURPOSES
-
-        known = sorted(set(DATA_PLANE_PURPOSES) | set(V1_PURPOSES) | set(FOUNDRY_PURPOSES))
-        if not isinstance(purpose, str) or purpose not in known:
-            raise AzureOpenAIInvalidArgumentError(
-                "purpose", f"required, one of {', '.join(known)}; got {purpose!r}"
-            )
-        if not isinstance(older_than, timedelta):
-            raise AzureOpenAIInvalidArgumentError(
-                "older_than", f"required, a datetime.timedelta such as timedelta(days=30); got {older_than!r}"
-            )
-        if older_than < timedelta(0):
-            raise AzureOpenAIInvalidArgumentError("older_than", f"must not be negative; got {older_than}")
-        if filename_prefix is not None:
-            check_text(filename_prefix, "filename_prefix")
-        if isinstance(keep_latest, bool) or not isinstance(keep_latest, int) or keep_latest < 0:
-            raise AzureOpenAIInvalidArgumentError(
-                "keep_latest", f"must be an integer, 0 or more; got {keep_latest!r}"
-            )
-        if not isinstance(dry_run, bool):
-            raise AzureOpenAIInvalidArgumentError("dry_run", f"must be True or False, not {dry_run!r}")
-        if now is None:
-            now = datetime.now(timezone.utc)
-        elif not isinstance(now, datetime) or now.tzinfo is None:
-            raise AzureOpenAIInvalidArgumentError("now", f"must be a timezone-aware datetime; got {now!r}")
-        cutoff = (now - older_than).timestamp()
-
-        gone = {FileStatus.DELETING.value, FileStatus.DELETED.value}
-        candidates = []
-        for file in self.list_files(purpose=purpose):
-            if file.get("purpose") != purpose or file.get("status") in gone:
-                continue
-            if filename_prefix is not None and not str(file.get("filename") or "").startswith(
-                filename_prefix
-            ):
-                continue
-            created_at = file.get("created_at")
-            if isinstance(created_at, bool) or not isinstance(created_at, (int, float)):
-                self.log.warning("File %s has no created_at; it is never pruned", file.get("id"))
-                continue
-            candidates.append(file)
-        candidates.sort(key=lambda f: (f["created_at"], str(f.get("id"))), reverse=True)
-        doomed = [f for f in candidates[keep_latest:] if f["created_at"] < cutoff]
-        doomed.reverse()  # oldest first
+        rule = prune_rule(
+            purpose=purpose,
+            older_than=older_than,
+            filename_prefix=filename_prefix,
+            keep_latest=keep_latest,
+            now=now,
+        )
+        check_dry_run(dry_run)
+        candidates, doomed = select_files_to_prune(self.list_files(purpose=rule.purpose), rule)
         self.log.info(
-            "%d file(s) with purpose %r%s; keeping the newest %d; %d created before %s %s",
+            "%d candidate file(s) for %s: %d %s",
             len(candidates),
-            purpose,
-            f" named {filename_prefix}*" if filename_prefix is not None else "",
-            keep_latest,
+            rule.describe(),
             len(doomed),
-            datetime.fromtimestamp(cutoff, timezone.utc).isoformat(),
-            "would be deleted (dry run)" if dry_run else "are deleted",
+            "would be deleted (dry run)" if dry_run else "to delete",
         )
         deleted: list[str] = []
         for file in doomed:
             file_id = check_id(file.get("id"), "id")
-            if dry_run:
-                self.log.info(
-                    "Would delete %s (%s, created at %s)", file_id, file.get("filename"), file["created_at"]
-                )
-                deleted.append(file_id)
-                continue
-            try:
-                self.delete_file(file_id=file_id)
-            except AzureOpenAINotFoundError:
-                self.log.info("File %s is already gone", file_id)
-                continue
-            self.log.info("Deleted %s (%s, created at %s)", file_id, file.get("filename"), file["created_at"])
+            if not dry_run:
+                try:
+                    self.delete_file(file_id=file_id)
+                except AzureOpenAINotFoundError:
+                    self.log.info("File %s is already gone", file_id)
+                    continue
+            self.log.info(
+                "%s %s (%s, created at %s)",
+                "Would delete" if dry_run else "Deleted",
+                file_id,
+                file.get("filename"),
+                file["created_at"],
+            )
             deleted.append(file_id)
         return deleted

@@ -15,10 +15,12 @@ source and every other error still cancel it.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIConflictError,
@@ -351,3 +353,55 @@ class ResumableUpload:
                 cancelled=not keep,
             )
         return exc
+
+
+def find_completed_upload(hook: AzureOpenAIHook, upload: Upload, md5: str | None) -> Upload | None:
+    """The completed Upload with its File, if an earlier attempt completed ``upload``; else ``None``.
+
+    The service offers no lookup by upload id, so the File is the one named like the upload, with its
+    purpose and size, created since the upload was (both times on the service's clock). Should several
+    match, the one whose content has the upload's md5 is it; if that cannot be told, nothing is guessed.
+
+    :raises AzureOpenAIUploadError: several files match and their content does not tell them apart.
+    """
+    candidates = hook.find_files(
+        filename=upload["filename"],
+        purpose=upload["purpose"],
+        created_after=float(upload.get("created_at") or 0),
+        size=upload.get("bytes"),
+        clock_skew=0,
+    )
+    if len(candidates) > 1 and md5 is not None:
+        candidates = [f for f in candidates if _content_md5(hook, f["id"]) == md5.lower()] or candidates
+    if not candidates:
+        return None
+    if len(candidates) > 1:
+        ids = ", ".join(str(f.get("id")) for f in candidates[:10])
+        raise AzureOpenAIUploadError(
+            f"Upload {upload['id']} was completed, but {len(candidates)} files match it ({ids}); "
+            "cannot tell which one it produced",
+            upload_id=upload["id"],
+            cancelled=False,
+        )
+    hook.log.info("Upload %s was already completed as file %s", upload["id"], candidates[0].get("id"))
+    completed: Upload = {**upload, "status": "completed", "file": candidates[0]}
+    return completed
+
+
+def _content_md5(hook: AzureOpenAIHook, file_id: str) -> str | None:
+    """The md5 of a file's content, or ``None`` when the service will not serve it."""
+    digest = hashlib.md5(usedforsecurity=False)
+
+    class _Sink(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, chunk: Any) -> int:
+            digest.update(chunk)
+            return len(chunk)
+
+    try:
+        hook.client.download(("files", file_id, "content"), _Sink)
+    except AzureOpenAIError:
+        return None
+    return digest.hexdigest()

@@ -184,7 +184,7 @@ class AzureOpenAIImportFileOperator(_AzureOpenAIFileOperator):
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         super().render_template_fields(context, jinja_env)
-        from airflow_provider_aoai.hooks import mask_url_secrets
+        from airflow_provider_aoai.credentials import mask_url_secrets
 
         if isinstance(self.content_url, str):
             mask_url_secrets(self.content_url)  # before Airflow records the rendered fields

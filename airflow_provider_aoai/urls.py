@@ -24,7 +24,7 @@ def is_valid_host(host: str) -> bool:
         return True
     except ValueError:
         pass
-    name = host[:-1] if host.endswith(".") else host
+    name = host.removesuffix(".")
     if not name or any(ch.isspace() for ch in name):
         return False
     try:

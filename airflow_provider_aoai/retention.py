@@ -1,0 +1,90 @@
+"""Which files a prune deletes: the rule, in one place, without I/O.
+
+``prune_files`` (hook) and ``AzureOpenAIPruneFilesOperator`` ask :func:`select_files_to_prune`. The rule:
+the candidates are the files with the given ``purpose`` (and filename prefix) that are not being deleted;
+the ``keep_latest`` newest candidates stay whatever their age; of the rest, every file created strictly
+before ``now - older_than`` goes, oldest first. Ties in ``created_at`` (whole seconds) are broken by id, so
+a retry picks the same files. A file without ``created_at`` is never pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
+from airflow_provider_aoai.models import ALL_PURPOSES, File, FileStatus
+from airflow_provider_aoai.validation import check_bool, check_choice, check_text
+
+_GONE = frozenset({FileStatus.DELETING.value, FileStatus.DELETED.value})
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    """Checked prune arguments (see the module docstring)."""
+
+    purpose: str
+    older_than: timedelta
+    filename_prefix: str | None
+    keep_latest: int
+    now: datetime
+
+    @property
+    def cutoff(self) -> float:
+        return (self.now - self.older_than).timestamp()
+
+    def describe(self) -> str:
+        named = f" named {self.filename_prefix}*" if self.filename_prefix is not None else ""
+        cutoff = datetime.fromtimestamp(self.cutoff, timezone.utc).isoformat()
+        return (
+            f"purpose {self.purpose!r}{named}, keeping the newest {self.keep_latest}, created before {cutoff}"
+        )
+
+
+def prune_rule(
+    *, purpose: Any, older_than: Any, filename_prefix: Any = None, keep_latest: Any = 0, now: Any = None
+) -> PruneRule:
+    """Check the prune arguments (``purpose`` and ``older_than`` are required, so nothing goes by accident).
+
+    :raises AzureOpenAIInvalidArgumentError: naming the argument.
+    """
+    check_choice(purpose, "purpose", ALL_PURPOSES)
+    if not isinstance(older_than, timedelta):
+        raise AzureOpenAIInvalidArgumentError(
+            "older_than", f"required, a datetime.timedelta such as timedelta(days=30); got {older_than!r}"
+        )
+    if older_than < timedelta(0):
+        raise AzureOpenAIInvalidArgumentError("older_than", f"must not be negative; got {older_than}")
+    if filename_prefix is not None:
+        check_text(filename_prefix, "filename_prefix")
+    if isinstance(keep_latest, bool) or not isinstance(keep_latest, int) or keep_latest < 0:
+        raise AzureOpenAIInvalidArgumentError(
+            "keep_latest", f"must be an integer, 0 or more; got {keep_latest!r}"
+        )
+    if now is None:
+        now = datetime.now(timezone.utc)
+    elif not isinstance(now, datetime) or now.tzinfo is None:
+        raise AzureOpenAIInvalidArgumentError("now", f"must be a timezone-aware datetime; got {now!r}")
+    return PruneRule(purpose, older_than, filename_prefix, keep_latest, now)
+
+
+def check_dry_run(value: Any) -> bool:
+    return check_bool(value, "dry_run")
+
+
+def select_files_to_prune(files: list[File], rule: PruneRule) -> tuple[list[File], list[File]]:
+    """``(candidates, doomed)``: the files the rule considers, and those it deletes (oldest first)."""
+    candidates = [
+        file
+        for file in files
+        if file.get("purpose") == rule.purpose
+        and file.get("status") not in _GONE
+        and (rule.filename_prefix is None or str(file.get("filename") or "").startswith(rule.filename_prefix))
+        and isinstance(file.get("created_at"), (int, float))
+        and not isinstance(file.get("created_at"), bool)
+    ]
+    candidates.sort(key=lambda f: (f["created_at"], str(f.get("id"))), reverse=True)
+    doomed = [f for f in candidates[rule.keep_latest :] if f["created_at"] < rule.cutoff]
+    doomed.reverse()
+    return candidates, doomed
