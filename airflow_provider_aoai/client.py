@@ -36,7 +36,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -203,7 +203,8 @@ def error_from_response(response: requests.Response) -> AzureOpenAIAPIError:
     except ValueError:
         body = None
     if isinstance(body, dict):
-        error = body.get("error") if isinstance(body.get("error"), dict) else body
+        nested = body.get("error")
+        error: dict[str, Any] = nested if isinstance(nested, dict) else body
         code = error.get("code")
         message = error.get("message")
         target = error.get("target") or error.get("param")
@@ -475,7 +476,7 @@ class AzureOpenAIClient:
                     url,
                     params=query,
                     json=json,
-                    data=body,
+                    data=cast(Any, body),  # an iterable with __len__: streamed with Content-Length
                     headers=headers,
                     timeout=wait,
                     stream=stream,

@@ -7,6 +7,7 @@ exception here ever holds a secret: messages are built from the service's error 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
@@ -169,8 +170,8 @@ class AzureOpenAIFileProcessingError(AzureOpenAIError, AirflowFailException):
     :param file: the File dict as last seen; ``status_details`` says why the service rejected it.
     """
 
-    def __init__(self, file: dict[str, Any]) -> None:
-        self.file = file
+    def __init__(self, file: Mapping[str, Any]) -> None:
+        self.file = dict(file)
         self.file_id = file.get("id")
         self.status = file.get("status")
         self.status_details = file.get("status_details")

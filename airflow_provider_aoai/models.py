@@ -8,6 +8,7 @@ Nothing here does I/O or imports Airflow.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 
@@ -33,14 +34,14 @@ class FileStatus(str, enum.Enum):
         return self in (FileStatus.ERROR, FileStatus.DELETED)
 
     @classmethod
-    def of(cls, file: dict[str, Any]) -> FileStatus:
+    def of(cls, file: Mapping[str, object]) -> FileStatus:
         """Status of a File/FileInfo dict; Foundry's FileInfo may omit it (spec: Azure OpenAI only)."""
         status = file.get("status")
         if status is None:
             # A Foundry FileInfo without status is stored and ready to use.
             return cls.PROCESSED
         try:
-            return cls(status)
+            return cls(str(status))
         except ValueError:
             # A state this version does not know yet: not terminal, so callers keep waiting (bounded by
             # their timeout) rather than crash or declare success.

@@ -20,7 +20,7 @@ import io
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIConflictError,
@@ -401,7 +401,7 @@ def _content_md5(hook: AzureOpenAIHook, file_id: str) -> str | None:
             return len(chunk)
 
     try:
-        hook.client.download(("files", file_id, "content"), _Sink)
+        hook.client.download(("files", file_id, "content"), lambda: cast(IO[bytes], _Sink()))
     except AzureOpenAIError:
         return None
     return digest.hexdigest()

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
@@ -39,6 +39,9 @@ from airflow_provider_aoai.validation import MIN_POLL_SECONDS, check_bool, check
 
 if TYPE_CHECKING:
     from airflow_provider_aoai.hooks import AzureOpenAIHook
+
+# What an operator returns: the File, or the Upload with its nested File (plain JSON for XCom).
+ResultT = TypeVar("ResultT", File, Upload)
 
 DEFAULT_WAIT_POLL_INTERVAL = 10.0
 DEFAULT_WAIT_TIMEOUT = 60 * 60.0
@@ -87,13 +90,13 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
         return AzureOpenAIHook(aoai_conn_id=self.aoai_conn_id)
 
     @staticmethod
-    def _with_file(result: dict[str, Any], file: File) -> dict[str, Any]:
+    def _with_file(result: ResultT, file: File) -> ResultT:
         """``result`` (a File, or an Upload with a nested File) updated with the file's latest state."""
         if result.get("object") == "upload":
-            return {**result, "file": file}
-        return dict(file)
+            return cast(ResultT, {**result, "file": file})
+        return cast(ResultT, dict(file))
 
-    def _finish(self, result: dict[str, Any], file_id: str) -> dict[str, Any]:
+    def _finish(self, result: ResultT, file_id: str) -> ResultT:
         self.log.info("File id: %s", file_id)
         if not self.wait_for_processing:
             return self._record_file_result(result)
@@ -125,9 +128,9 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
             expected = result["file"].get("id") if isinstance(result.get("file"), dict) else result.get("id")
         file = file_from_event(event, expected_file_id=expected)
         self.log.info("File %s is %s", file.get("id"), file.get("status"))
-        return self._record_file_result(
-            self._with_file(result if isinstance(result, dict) else dict(file), file), context
-        )
+        if isinstance(result, dict) and result.get("object") == "upload":
+            return self._record_file_result(self._with_file(cast(Upload, result), file), context)
+        return self._record_file_result(self._with_file(file, file), context)
 
     def on_kill(self) -> None:
         """Stop at once: requests in flight are aborted; the work that started it undoes what it must."""
@@ -148,9 +151,9 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
             if self.force_new:
                 memory.forget()
             else:
-                file = memory.reattach(self.hook, inputs, filename=filename, purpose=purpose, size=size)
-                if file is not None:
-                    return file
+                earlier = memory.reattach(self.hook, inputs, filename=filename, purpose=purpose, size=size)
+                if earlier is not None:
+                    return earlier
             memory.asking(inputs)
         file: File = create()
         if memory is not None:
