@@ -26,7 +26,8 @@ from airflow_provider_aoai.emulator import Emulator
 
 API_KEY = "emulator-test-api-key-0123456789"
 REPO = Path(__file__).resolve().parents[1]
-SPECS = REPO.parent / "shared" / "reference" / "specs" / "azure-rest-api-specs" / "specification"
+# Vendored copies of the Azure REST API specs (provenance and licence: tests/specs/SOURCES.md).
+SPECS = REPO / "tests" / "specs" / "azure-rest-api-specs" / "specification"
 DATA_PLANE_EXAMPLES = SPECS / "cognitiveservices/data-plane/AzureOpenAI/authoring/stable/2024-10-21/examples"
 FOUNDRY_EXAMPLES = SPECS / "ai/data-plane/Azure.AI.Agents/stable/v1/examples"
 
