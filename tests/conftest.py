@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -20,9 +21,9 @@ if version("apache-airflow").startswith("2."):
         "AIRFLOW__CORE__EXECUTOR", "SequentialExecutor"
     )  # Airflow 2 refuses sqlite otherwise
 
-import pytest
+import pytest  # noqa: E402
 
-from airflow_provider_aoai.emulator import Emulator
+from airflow_provider_aoai.emulator import Emulator  # noqa: E402
 
 API_KEY = "emulator-test-api-key-0123456789"
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,11 @@ BATCH_LINE = {
     "url": "/chat/completions",
     "body": {"model": "gpt-4o-mini"},
 }
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's throwaway AIRFLOW_HOME (sqlite database, task logs) once pytest is done."""
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
 def jsonl(records: list[dict]) -> bytes:

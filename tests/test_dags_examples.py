@@ -45,7 +45,9 @@ def test_dag_bag_has_no_import_errors():
         f"bag = DagBag(dag_folder={str(REPO / 'dags_examples')!r})\n"
         "print(len(bag.dags), bag.import_errors)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300
+    )
     assert result.stdout.strip().endswith("3 {}"), result.stdout + result.stderr[-2000:]
 
 

@@ -352,7 +352,7 @@ def test_workload_identity_without_its_environment_is_a_config_error(monkeypatch
     set_connection(
         monkeypatch, "aoai_wi", host="https://x.openai.azure.com", extra={"auth_type": "workload_identity"}
     )
-    with pytest.raises(AzureOpenAIConfigError, match="'aoai_wi'.*workload_identity"):
+    with pytest.raises(AzureOpenAIConfigError, match=r"'aoai_wi'.*workload_identity"):
         AzureOpenAIHook(aoai_conn_id="aoai_wi").client  # noqa: B018
 
 
@@ -367,9 +367,12 @@ def test_connection_from_a_secrets_backend(emulator, tmp_path):
         "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
         "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"connections_file_path": str(connections)}),
     }
-    code = "from airflow_provider_aoai.hooks import AzureOpenAIHook; print(AzureOpenAIHook(aoai_conn_id='aoai_from_backend').test_connection())"
+    code = (
+        "from airflow_provider_aoai.hooks import AzureOpenAIHook\n"
+        "print(AzureOpenAIHook(aoai_conn_id='aoai_from_backend').test_connection())"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120
     )
     assert "(True, 'Connected to" in result.stdout, result.stderr[-2000:]
 
@@ -427,7 +430,7 @@ def test_negative_retries_name_the_connection(monkeypatch):
     set_connection(
         monkeypatch, "aoai_neg", host="https://x.openai.azure.com", password="k", extra={"max_retries": -1}
     )
-    with pytest.raises(AzureOpenAIConfigError, match="'aoai_neg'.*max_retries"):
+    with pytest.raises(AzureOpenAIConfigError, match=r"'aoai_neg'.*max_retries"):
         AzureOpenAIHook(aoai_conn_id="aoai_neg").client  # noqa: B018
 
 
