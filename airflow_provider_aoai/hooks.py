@@ -72,9 +72,13 @@ def _endpoint_of(conn: Any) -> str:
     """The endpoint URL of a connection: its host, given a scheme (and port) when written without one.
 
     URI-style connections (``aoai://:key@myres.openai.azure.com``) carry a bare host: https is assumed,
-    except for loopback hosts, where the emulator listens on plain http.
+    except for loopback hosts, where the emulator listens on plain http. Airflow parses the path of a URI
+    (``aoai://:key@myres.openai.azure.com/openai/v1``) into the schema: it is the endpoint's path.
     """
     host = (conn.host or "").strip()
+    path_in_schema = (conn.schema or "").strip().strip("/")
+    if path_in_schema and host and urlsplit(host if "://" in host else f"//{host}").path.strip("/") == "":
+        host = f"{host.rstrip('/')}/{path_in_schema}"
     if not host or "://" in host:
         return host
     name, _, path = host.partition("/")
@@ -154,7 +158,7 @@ class AzureOpenAIHook(BaseHook):
             _, surface = normalize_endpoint(host, api_version)
         except AzureOpenAIConfigError as exc:
             raise AzureOpenAIConfigError(f"Connection {self.aoai_conn_id!r}: {exc}") from None
-        scope = connection_field(extras, "token_scope") or surface.default_scope
+        scope = connection_field(extras, "scope") or surface.default_scope
         if surface is Surface.FOUNDRY and connection_field(extras, "auth_type") in (None, "api_key"):
             raise AzureOpenAIConfigError(
                 f"Connection {self.aoai_conn_id!r}: Foundry project endpoints accept only Microsoft Entra ID "

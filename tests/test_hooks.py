@@ -383,8 +383,8 @@ def test_provider_info_declares_the_connection_form():
     info = get_provider_info()
     conn = info["connection-types"][0]
     assert conn["connection-type"] == "aoai" and conn["hook-class-name"].endswith("AzureOpenAIHook")
-    assert conn["conn-fields"]["client_secret"]["schema"]["format"] == "password"
-    assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key"
+    assert conn["conn-fields"]["auth_type"]["schema"]["default"] == "api_key"
+    assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key or client secret"
     assert (
         AzureOpenAIHook.get_ui_field_behaviour()["hidden_fields"]
         == conn["ui-field-behaviour"]["hidden-fields"]
@@ -471,10 +471,14 @@ def test_airflow_registers_the_connection_type_and_its_form():
         "auth_type",
         "tenant_id",
         "client_id",
-        "client_secret",
-        "token_scope",
+        "scope",
+        "federated_credential_file",
         "timeout",
         "max_retries",
     } <= fields
-    assert manager.connection_form_widgets["extra__aoai__client_secret"].is_sensitive
+    assert not any(
+        widget.is_sensitive
+        for widget in manager.connection_form_widgets.values()
+        if "__aoai__" in widget.field_name
+    )
     assert manager.field_behaviours["aoai"]["relabeling"]["host"] == "Endpoint"
