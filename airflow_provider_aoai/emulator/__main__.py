@@ -34,8 +34,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# What the emulator runs on: Airflow 3 ships these; on Airflow 2.11 the [emulator] extra brings them.
+SERVER_MODULES = ("starlette", "uvicorn", "python_multipart")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import importlib
+
+    try:
+        for module in SERVER_MODULES:
+            importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        print(
+            f"aoai-emulator needs {exc.name}, which is not installed: "
+            "pip install 'airflow-provider-aoai[emulator]'",
+            file=sys.stderr,
+        )
+        return 2
     emulator = Emulator(
         host=args.host,
         port=args.port,
