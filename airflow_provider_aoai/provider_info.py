@@ -61,9 +61,11 @@ CONN_FIELDS = {
 }
 
 UI_FIELD_BEHAVIOUR = {
-    "hidden-fields": ["schema", "port", "login"],
+    # The port stays visible: Airflow 3.3's Test button refuses a connection without one (airflow#73298).
+    "hidden-fields": ["schema", "login"],
     "relabeling": {"host": "Endpoint", "password": "API key or client secret"},
     "placeholders": {
+        "port": "optional: the endpoint's port, e.g. 443",
         "host": "https://<name>.openai.azure.com or https://<name>.services.ai.azure.com/api/projects/<project>",
         "password": "the api key (auth_type api_key) or the client secret (auth_type client_secret)",
     },

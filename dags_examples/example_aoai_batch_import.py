@@ -26,6 +26,7 @@ with DAG(
     tags=["example", "azure-openai"],
 ) as dag:
     # [START howto_operator_aoai_import_file]
+    # XCom: the File; its id is ["id"]
     import_requests = AzureOpenAIImportFileOperator(
         task_id="import_batch_requests",
         content_url="{{ params.content_url }}",

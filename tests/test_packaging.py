@@ -8,14 +8,17 @@ import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
+from pathlib import Path
 
 import pytest
 
+import airflow_provider_aoai
 from tests.conftest import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
-PACKAGE = REPO / "airflow_provider_aoai"
+# The package that is imported: the clone's, or an installed wheel's when the sdist's tests run against it.
+PACKAGE = Path(airflow_provider_aoai.__file__).parent
 # Airflow 2's web server builds our connection form with these; wherever that code runs, they are there.
 AIRFLOW2_WEBSERVER = {"flask_appbuilder", "flask_babel", "wtforms"}
 
