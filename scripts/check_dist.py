@@ -59,7 +59,9 @@ def check(dist: Path) -> list[str]:
     (metadata_name,) = [n for n in wheel_names if n.endswith(".dist-info/METADATA")]
     metadata = Parser().parsestr(zipfile.ZipFile(wheel).read(metadata_name).decode())
     expected = {"License-Expression": "Apache-2.0", "Requires-Python": ">=3.11"}
-    problems += [f"METADATA {k}: {metadata[k]!r}, expected {v!r}" for k, v in expected.items() if metadata[k] != v]
+    for key, value in expected.items():
+        if metadata[key] != value:
+            problems.append(f"METADATA {key}: {metadata[key]!r}, expected {value!r}")
     classifiers = metadata.get_all("Classifier") or []
     for minor in (11, 12, 13):
         if f"Programming Language :: Python :: 3.{minor}" not in classifiers:
