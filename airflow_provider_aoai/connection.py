@@ -49,9 +49,13 @@ def endpoint_of(conn: Any) -> str:
     """The endpoint URL of a connection: its host, given a scheme (and port) when written without one.
 
     URI-style connections (``aoai://:key@myres.openai.azure.com``) carry a bare host: https is assumed,
-    except for loopback hosts, where the emulator listens on plain http.
+    except for loopback hosts, where the emulator listens on plain http. Airflow parses the path of a URI
+    (``aoai://:key@myres.openai.azure.com/openai/v1``) into the schema: it is the endpoint's path.
     """
     host = (conn.host or "").strip()
+    path_in_schema = (conn.schema or "").strip().strip("/")
+    if path_in_schema and host and urlsplit(host if "://" in host else f"//{host}").path.strip("/") == "":
+        host = f"{host.rstrip('/')}/{path_in_schema}"
     if not host or "://" in host:
         return host
     name, _, path = host.partition("/")
@@ -175,7 +179,7 @@ def read_settings(conn: Any, conn_id: str) -> ConnectionSettings:
             f"Connection {conn_id!r}: Foundry project endpoints accept only Microsoft Entra ID tokens; set the "
             "auth_type extra to client_secret, managed_identity, workload_identity or default."
         )
-    scope = fields.text("token_scope") or surface.default_scope
+    scope = fields.text("scope") or surface.default_scope
     return ConnectionSettings(
         conn_id=conn_id,
         endpoint=host,

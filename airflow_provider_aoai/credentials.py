@@ -106,12 +106,17 @@ class TokenAuth:
         return f"TokenAuth(credential={type(self.credential).__name__}, scope={self.scope!r})"
 
 
+# Extras renamed because Airflow masks extras whose name contains "token"; the old names still work.
+FORMER_FIELD_NAMES = {"scope": "token_scope", "federated_credential_file": "token_file_path"}
+
+
 def connection_field(extras: dict[str, Any], name: str) -> Any:
-    """An extra by its plain name or by Airflow 2's prefixed form name."""
-    value = extras.get(name)
-    if value in (None, ""):
-        value = extras.get(f"extra__aoai__{name}")
-    return None if value == "" else value
+    """An extra by its name, Airflow 2's prefixed form name (``extra__aoai__<name>``) or its former name."""
+    for field in (name, FORMER_FIELD_NAMES.get(name)):
+        for key in (field, f"extra__aoai__{field}") if field else ():
+            if extras.get(key) not in (None, ""):
+                return extras[key]
+    return None
 
 
 def build_auth(
@@ -157,6 +162,8 @@ def build_auth(
     if authority_host := connection_field(extras, "authority_host"):
         options["authority"] = authority_host
     if auth_type == "client_secret":
+        # The password holds the secret (Airflow 2's form loses password-type extras on edit); a
+        # client_secret extra, from JSON or older connections, still takes precedence.
         secret = connection_field(extras, "client_secret") or password
         mask(secret)
         from urllib.parse import urlsplit
@@ -170,7 +177,7 @@ def build_auth(
         credential: Any = identity.ClientSecretCredential(
             tenant_id=required("tenant_id", connection_field(extras, "tenant_id")),
             client_id=required("client_id", client_id),
-            client_secret=required("client_secret", secret),
+            client_secret=required("password (client secret)", secret),
             **options,
         )
     elif auth_type == "managed_identity":
@@ -181,7 +188,7 @@ def build_auth(
         kwargs = {
             "tenant_id": connection_field(extras, "tenant_id"),
             "client_id": client_id,
-            "token_file_path": connection_field(extras, "token_file_path"),
+            "token_file_path": connection_field(extras, "federated_credential_file"),
             **options,
         }
         try:

@@ -85,10 +85,6 @@ TEST_CONNECTION_TIMEOUT = 15.0
 # A file the service created before its upload (or import) request was sent is never taken for its result;
 # this much clock difference between the worker and the service is tolerated.
 CLOCK_SKEW_SECONDS = 5
-# Query parameters whose values are credentials in the URLs users import from (SAS, presigned URLs).
-SECRET_QUERY_KEYS = frozenset(
-    {"sig", "signature", "x-amz-signature", "x-goog-signature", "token", "code", "key"}
-)
 
 
 class AzureOpenAIHook(BaseHook):

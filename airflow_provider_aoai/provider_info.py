@@ -12,30 +12,33 @@ def _text(label: str, description: str, default: str | None = None, **schema: ob
     return {"label": label, "description": description, "schema": field_schema}
 
 
+# Extra names avoid the words Airflow treats as secrets ("token", "secret", "password", ...): Airflow 3 masks
+# such extras, so users could not read back what they set. The client secret is the connection's password.
 CONN_FIELDS = {
     "api_version": _text(
         "API version",
-        "Data plane api-version (2024-10-21). 'v1' uses {endpoint}/openai/v1. Foundry projects always use v1.",
+        "Data plane api-version (2024-10-21). 'v1' uses {endpoint}/openai/v1. Foundry projects use v1.",
         "2024-10-21",
     ),
     "auth_type": _text(
         "Auth type",
-        "api_key (password is the key), client_secret, managed_identity, workload_identity or default.",
+        "api_key (the password is the key), client_secret (the password is the secret), managed_identity, "
+        "workload_identity or default (DefaultAzureCredential).",
         "api_key",
-        enum=["api_key", "client_secret", "managed_identity", "workload_identity", "default", None],
+        enum=["api_key", "client_secret", "managed_identity", "workload_identity", "default"],
     ),
     "tenant_id": _text("Tenant ID", "Entra ID tenant (client_secret, workload_identity)."),
     "client_id": _text(
         "Client ID", "App or user-assigned managed identity client id (client_secret, managed_identity, ...)."
     ),
-    "client_secret": _text("Client secret", "Service principal secret (client_secret).", format="password"),
-    "token_scope": _text(
-        "Token scope",
-        "Entra ID scope; derived from the endpoint when empty "
+    "scope": _text(
+        "Entra ID scope",
+        "Derived from the endpoint when empty "
         "(https://cognitiveservices.azure.com/.default or https://ai.azure.com/.default).",
     ),
-    "token_file_path": _text(
-        "Token file", "Workload identity token file; defaults to $AZURE_FEDERATED_TOKEN_FILE."
+    "federated_credential_file": _text(
+        "Federated token file",
+        "Workload identity: the service account token file; defaults to $AZURE_FEDERATED_TOKEN_FILE.",
     ),
     "authority_host": _text(
         "Authority host", "Entra ID authority for sovereign clouds; public cloud when empty."
@@ -58,11 +61,13 @@ CONN_FIELDS = {
 }
 
 UI_FIELD_BEHAVIOUR = {
-    "hidden-fields": ["schema", "port", "login"],
-    "relabeling": {"host": "Endpoint", "password": "API key"},
+    # The port stays visible: Airflow 3.3's Test button refuses a connection without one (airflow#73298).
+    "hidden-fields": ["schema", "login"],
+    "relabeling": {"host": "Endpoint", "password": "API key or client secret"},
     "placeholders": {
+        "port": "optional: the endpoint's port, e.g. 443",
         "host": "https://<name>.openai.azure.com or https://<name>.services.ai.azure.com/api/projects/<project>",
-        "password": "api key (auth_type api_key only)",
+        "password": "the api key (auth_type api_key) or the client secret (auth_type client_secret)",
     },
 }
 

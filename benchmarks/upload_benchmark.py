@@ -159,12 +159,14 @@ def main() -> int:
 
     print()
     print(
-        f"Multipart upload of {args.size_mib} MiB in {args.part_mib} MiB parts (upload_multipart -> emulator process)"
+        f"Multipart upload of {args.size_mib} MiB in {args.part_mib} MiB parts "
+        "(upload_multipart -> emulator process)"
     )
     print(f"{'link':<34} {'conc':>4} {'MB/s':>8} {'seconds':>8} {'peak RSS':>10} {'above baseline':>15}")
     for link_name, concurrency, rate, seconds, peak, extra in rows:
         print(
-            f"{link_name:<34} {concurrency:>4} {rate:>8.1f} {seconds:>8.1f} {peak / MiB:>8.0f} MiB {extra / MiB:>11.0f} MiB"
+            f"{link_name:<34} {concurrency:>4} {rate:>8.1f} {seconds:>8.1f} "
+            f"{peak / MiB:>8.0f} MiB {extra / MiB:>11.0f} MiB"
         )
     print(
         f"baseline worker RSS (imports + hook, no upload): {baseline / MiB:.0f} MiB; "

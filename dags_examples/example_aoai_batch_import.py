@@ -26,10 +26,12 @@ with DAG(
     tags=["example", "azure-openai"],
 ) as dag:
     # [START howto_operator_aoai_import_file]
+    # XCom: the File; its id is ["id"]
     import_requests = AzureOpenAIImportFileOperator(
         task_id="import_batch_requests",
         content_url="{{ params.content_url }}",
-        filename="batch-requests-{{ ds_nodash }}.jsonl",
+        # The run's start, not {{ ds_nodash }}: a run triggered without a logical date has none.
+        filename="batch-requests-{{ dag_run.start_date | ts_nodash }}.jsonl",
         purpose="batch",
     )
     # [END howto_operator_aoai_import_file]

@@ -67,12 +67,13 @@ with DAG(
     dataset = write_dataset()
 
     # [START howto_operator_aoai_multipart_upload]
+    # XCom: the Upload; the file id is ["file"]["id"]
     upload = AzureOpenAIMultipartUploadOperator(
         task_id="upload_dataset",
-        source=dataset,
+        source=dataset,  # the path the write_dataset task returned
         purpose="fine-tune",
         filename="training.jsonl",
-        part_size=8 * 1024 * 1024,
+        part_size=8 * 1024 * 1024,  # memory is about max_concurrency x part_size
         max_concurrency=4,
         outlets=[TRAINING_SET],  # the event's extra: file_id, filename, bytes, purpose, status
     )
@@ -82,7 +83,7 @@ with DAG(
     wait = AzureOpenAIFileStatusSensor(
         task_id="wait_until_processed",
         file_id="{{ ti.xcom_pull(task_ids='upload_dataset')['file']['id'] }}",
-        deferrable=True,
+        deferrable=True,  # or mode="reschedule" (example_aoai_batch_import), or the default mode="poke"
         poke_interval=POLL_SECONDS,
         timeout=60 * 60,
     )

@@ -33,6 +33,7 @@ with DAG(
         return str(path)
 
     # [START howto_operator_aoai_upload_file]
+    # XCom: the File (a Foundry FileInfo)
     upload = AzureOpenAIUploadFileOperator(
         task_id="upload_agent_file",
         aoai_conn_id="aoai_foundry",

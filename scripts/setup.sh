@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install the project with its test extras, pinned by constraints.txt.
-# Re-installs only when pyproject.toml or the constraints changed. Needs only python3 (3.10+) with venv.
-# VENV and CONSTRAINTS select another environment, e.g. Airflow 2.11:
-#   VENV=.venv-airflow2 CONSTRAINTS=constraints-airflow2.txt bash scripts/test.sh
+# Create .venv (if missing) and install the project (editable) with its test extras, pinned by constraints.txt.
+# Re-installs only when pyproject.toml, the constraints or the extras changed. Needs only python3 (3.11+).
+# Environment variables select another environment:
+#   VENV=.venv-airflow2 CONSTRAINTS=constraints-airflow2.txt bash scripts/test.sh   # Airflow 2.11
+#   VENV=.venv-lowest CONSTRAINTS=constraints-lowest.txt bash scripts/test.sh       # lowest direct deps
+#   EXTRAS=dev bash scripts/setup.sh     # add the maintainer tools (each extra set keeps its own install stamp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
-stamp="$VENV/.aoai-installed"
 CONSTRAINTS="${CONSTRAINTS:-constraints.txt}"
+EXTRAS="${EXTRAS:-test}"
+stamp="$VENV/.aoai-installed-${EXTRAS//,/-}"
 want="$("$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest())' pyproject.toml "$CONSTRAINTS")"
+# A venv whose interpreter no longer starts (Python upgraded or removed) is rebuilt.
+if [ -d "$VENV" ] && ! "$VENV/bin/python" -c "" 2>/dev/null; then
+  echo "setup: $VENV is broken, recreating it" >&2
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$CONSTRAINTS" -e ".[test]"
+  pip=("$VENV/bin/python" -m pip --disable-pip-version-check --quiet)
+  "${pip[@]}" install --upgrade pip
+  "${pip[@]}" install -c "$CONSTRAINTS" -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
 fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -36,13 +37,14 @@ else:
         ),
     )
 
-import pytest
+import pytest  # noqa: E402
 
-from airflow_provider_aoai.emulator import Emulator
+from airflow_provider_aoai.emulator import Emulator  # noqa: E402
 
 API_KEY = "emulator-test-api-key-0123456789"
 REPO = Path(__file__).resolve().parents[1]
-SPECS = REPO.parent / "shared" / "reference" / "specs" / "azure-rest-api-specs" / "specification"
+# Vendored copies of the Azure REST API specs (provenance and licence: tests/specs/SOURCES.md).
+SPECS = REPO / "tests" / "specs" / "azure-rest-api-specs" / "specification"
 DATA_PLANE_EXAMPLES = SPECS / "cognitiveservices/data-plane/AzureOpenAI/authoring/stable/2024-10-21/examples"
 FOUNDRY_EXAMPLES = SPECS / "ai/data-plane/Azure.AI.Agents/stable/v1/examples"
 
@@ -59,6 +61,11 @@ BATCH_LINE = {
     "url": "/chat/completions",
     "body": {"model": "gpt-4o-mini"},
 }
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's throwaway AIRFLOW_HOME (sqlite database, task logs) once pytest is done."""
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
 def jsonl(records: list[dict]) -> bytes:

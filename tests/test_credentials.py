@@ -57,13 +57,14 @@ def test_entra_id_on_a_foundry_project(managed_identity, monkeypatch, chat_file)
     assert hook.test_connection()[0]
 
 
-def test_a_token_for_the_wrong_audience_is_refused(managed_identity, monkeypatch):
+@pytest.mark.parametrize("scope_field", ["scope", "token_scope"])  # token_scope: its name before 0.2
+def test_a_token_for_the_wrong_audience_is_refused(managed_identity, monkeypatch, scope_field):
     emulator = managed_identity
     set_connection(
         monkeypatch,
         "aoai_scope",
         host=emulator.url,
-        extra={"auth_type": "managed_identity", "token_scope": "https://ai.azure.com/.default"},
+        extra={"auth_type": "managed_identity", scope_field: "https://ai.azure.com/.default"},
     )
     ok, message = AzureOpenAIHook(aoai_conn_id="aoai_scope").test_connection()
     assert not ok and "401" in message and "audience" in message

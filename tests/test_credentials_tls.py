@@ -53,6 +53,33 @@ def test_client_secret(trusted, monkeypatch, chat_file):
     assert type(hook.client.auth.credential).__name__ == "ClientSecretCredential"
 
 
+def service_principal(url: str, **extra: str) -> dict:
+    return {
+        "auth_type": "client_secret",
+        "tenant_id": TENANT,
+        "client_id": CLIENT,
+        "authority_host": url,
+    } | extra
+
+
+def test_the_client_secret_as_the_password(trusted, monkeypatch):
+    """What the connection form saves: the secret in the password field (labelled so)."""
+    secret = trusted.identity.client_secret
+    set_connection(
+        monkeypatch, "aoai_sp_pw", host=trusted.url, password=secret, extra=service_principal(trusted.url)
+    )
+    hook = AzureOpenAIHook(aoai_conn_id="aoai_sp_pw")
+    assert hook.test_connection()[0]
+    assert type(hook.client.auth.credential).__name__ == "ClientSecretCredential"
+
+
+def test_a_client_secret_extra_takes_precedence_over_the_password(trusted, monkeypatch):
+    """JSON and older connections keep working, also with a leftover api key in the password."""
+    extra = service_principal(trusted.url, client_secret=trusted.identity.client_secret)
+    set_connection(monkeypatch, "aoai_sp_both", host=trusted.url, password="an-old-api-key-0123", extra=extra)
+    assert AzureOpenAIHook(aoai_conn_id="aoai_sp_both").test_connection()[0]
+
+
 def test_a_wrong_client_secret_is_a_credential_error(trusted, monkeypatch):
     set_connection(
         monkeypatch,
@@ -73,21 +100,24 @@ def test_a_wrong_client_secret_is_a_credential_error(trusted, monkeypatch):
     )
 
 
-def test_workload_identity(trusted, monkeypatch, tmp_path, chat_file):
+# The token file comes from the environment (AKS webhook), the connection, or its name before 0.2.
+@pytest.mark.parametrize(
+    "token_file_from", ["AZURE_FEDERATED_TOKEN_FILE", "federated_credential_file", "token_file_path"]
+)
+def test_workload_identity(trusted, monkeypatch, tmp_path, chat_file, token_file_from):
     token_file = tmp_path / "azure-identity-token"
     token_file.write_text(trusted.identity.federated_token)
-    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
-    set_connection(
-        monkeypatch,
-        "aoai_wi",
-        host=trusted.project_url("agents"),
-        extra={
-            "auth_type": "workload_identity",
-            "tenant_id": TENANT,
-            "client_id": CLIENT,
-            "authority_host": trusted.url,
-        },
-    )
+    extra = {
+        "auth_type": "workload_identity",
+        "tenant_id": TENANT,
+        "client_id": CLIENT,
+        "authority_host": trusted.url,
+    }
+    if token_file_from == "AZURE_FEDERATED_TOKEN_FILE":
+        monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+    else:
+        extra[token_file_from] = str(token_file)
+    set_connection(monkeypatch, "aoai_wi", host=trusted.project_url("agents"), extra=extra)
     hook = AzureOpenAIHook(aoai_conn_id="aoai_wi")
     file = hook.upload_file(source=chat_file, purpose="assistants")
     assert hook.get_file(file_id=file["id"])["id"] == file["id"]

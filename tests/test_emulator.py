@@ -737,6 +737,25 @@ def test_console_script_is_installed():
     )
 
 
+def test_command_line_names_the_extra_to_install_when_its_server_is_missing(tmp_path):
+    """As on Airflow 2.11 without the [emulator] extra: a hint instead of a ModuleNotFoundError trace."""
+    (tmp_path / "starlette").mkdir()
+    (tmp_path / "starlette" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'starlette'\", name='starlette')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_aoai.emulator", "--port", "0"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+    )
+    assert result.returncode == 2
+    assert "pip install 'airflow-provider-aoai[emulator]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_unknown_routes_answer_in_the_surface_shape(emulator):
     foundry_import = requests.post(
         f"{emulator.project_url('p')}/files/import", params={"api-version": "v1"}, json={}

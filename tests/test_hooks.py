@@ -353,7 +353,7 @@ def test_workload_identity_without_its_environment_is_a_config_error(monkeypatch
     set_connection(
         monkeypatch, "aoai_wi", host="https://x.openai.azure.com", extra={"auth_type": "workload_identity"}
     )
-    with pytest.raises(AzureOpenAIConfigError, match="'aoai_wi'.*workload_identity"):
+    with pytest.raises(AzureOpenAIConfigError, match=r"'aoai_wi'.*workload_identity"):
         AzureOpenAIHook(aoai_conn_id="aoai_wi").client  # noqa: B018
 
 
@@ -368,9 +368,12 @@ def test_connection_from_a_secrets_backend(emulator, tmp_path):
         "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
         "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"connections_file_path": str(connections)}),
     }
-    code = "from airflow_provider_aoai.hooks import AzureOpenAIHook; print(AzureOpenAIHook(aoai_conn_id='aoai_from_backend').test_connection())"
+    code = (
+        "from airflow_provider_aoai.hooks import AzureOpenAIHook\n"
+        "print(AzureOpenAIHook(aoai_conn_id='aoai_from_backend').test_connection())"
+    )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120
     )
     assert "(True, 'Connected to" in result.stdout, result.stderr[-2000:]
 
@@ -381,8 +384,8 @@ def test_provider_info_declares_the_connection_form():
     info = get_provider_info()
     conn = info["connection-types"][0]
     assert conn["connection-type"] == "aoai" and conn["hook-class-name"].endswith("AzureOpenAIHook")
-    assert conn["conn-fields"]["client_secret"]["schema"]["format"] == "password"
-    assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key"
+    assert conn["conn-fields"]["auth_type"]["schema"]["default"] == "api_key"
+    assert conn["ui-field-behaviour"]["relabeling"]["password"] == "API key or client secret"
     assert (
         AzureOpenAIHook.get_ui_field_behaviour()["hidden_fields"]
         == conn["ui-field-behaviour"]["hidden-fields"]
@@ -428,7 +431,7 @@ def test_negative_retries_name_the_connection(monkeypatch):
     set_connection(
         monkeypatch, "aoai_neg", host="https://x.openai.azure.com", password="k", extra={"max_retries": -1}
     )
-    with pytest.raises(AzureOpenAIConfigError, match="'aoai_neg'.*max_retries"):
+    with pytest.raises(AzureOpenAIConfigError, match=r"'aoai_neg'.*max_retries"):
         AzureOpenAIHook(aoai_conn_id="aoai_neg").client  # noqa: B018
 
 
@@ -469,10 +472,14 @@ def test_airflow_registers_the_connection_type_and_its_form():
         "auth_type",
         "tenant_id",
         "client_id",
-        "client_secret",
-        "token_scope",
+        "scope",
+        "federated_credential_file",
         "timeout",
         "max_retries",
     } <= fields
-    assert manager.connection_form_widgets["extra__aoai__client_secret"].is_sensitive
+    assert not any(
+        widget.is_sensitive
+        for widget in manager.connection_form_widgets.values()
+        if "__aoai__" in widget.field_name
+    )
     assert manager.field_behaviours["aoai"]["relabeling"]["host"] == "Endpoint"

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 from airflow_provider_aoai.emulator.faults import FaultPlan
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
     from airflow_provider_aoai.emulator.store import Store
 

@@ -1,7 +1,7 @@
 """Fixtures of the system tests: one real Airflow 3.3 deployment (and emulator) for the whole session.
 
-The system tests start Airflow's components as separate processes and take a few minutes, so they run only
-when asked for: ``pytest tests/system`` (or ``-m system``). A plain ``pytest`` (the unit suite) skips them.
+The system tests start Airflow's components as separate processes and take about two minutes. They are part
+of the whole suite (``bash scripts/test.sh``); leave them out of a quick loop with ``-m "not system"``.
 """
 
 from __future__ import annotations
@@ -44,28 +44,8 @@ AIRFLOW_TOO_OLD_REASON = (
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "system: starts a real Airflow deployment (run with `pytest tests/system`); minutes"
+        "markers", "system: starts a real Airflow deployment (about two minutes; deselect with -m 'not system')"
     )
-
-
-def _selected_explicitly(config: pytest.Config) -> bool:
-    """``tests/system`` (or a file in it) named on the command line, or ``-m`` mentioning ``system``."""
-    if "system" in (config.option.markexpr or ""):
-        return True
-    for arg in config.args:
-        path = Path(config.invocation_params.dir, arg.split("::", 1)[0]).resolve()
-        if path == SYSTEM_DIR or SYSTEM_DIR in path.parents:
-            return True
-    return False
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _selected_explicitly(config):
-        return
-    skip = pytest.mark.skip(reason="system test: run it with `pytest tests/system` (a real Airflow, minutes)")
-    for item in items:
-        if item.get_closest_marker("system"):
-            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
