@@ -105,7 +105,7 @@ def normalize_endpoint(endpoint: str, api_version: str | None) -> tuple[str, Sur
         raise AzureOpenAIConfigError(f"the endpoint {shown!r} must not carry a query or fragment")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise AzureOpenAIConfigError(
-            f"the endpoint {shown!r} uses plain http; only https is allowed (http only for loopback emulators)"
+            f"the endpoint {shown!r} uses plain http; only https is allowed (http only on loopback)"
         )
     path = parts.path
     if "/api/projects/" in f"{path}/":
@@ -196,7 +196,7 @@ def describe_connection_error(exc: BaseException, timeout: float) -> str:
 
 
 def error_from_response(response: requests.Response) -> AzureOpenAIAPIError:
-    """Map an error response of any surface (ErrorResponse, AzureErrorResponse, AgentV1Error) to an exception."""
+    """Map an error answer of any surface (ErrorResponse, AzureErrorResponse, AgentV1Error) to an error."""
     code = message = target = None
     try:
         body = response.json()
@@ -580,6 +580,6 @@ class AzureOpenAIClient:
                     f"{method} {'/'.join(quote(s, safe='') for s in path)}: {problem}",
                     request_id=request_id_of(response),
                 )
-            return payload  # type: ignore[no-any-return]
+            return payload
         finally:
             response.close()

@@ -176,7 +176,8 @@ def read_settings(conn: Any, conn_id: str) -> ConnectionSettings:
     check_auth_fields(fields)
     if surface is Surface.FOUNDRY and fields.raw("auth_type") in (None, "api_key"):
         raise AzureOpenAIConfigError(
-            f"Connection {conn_id!r}: Foundry project endpoints accept only Microsoft Entra ID tokens; set the "
+            f"Connection {conn_id!r}: Foundry project endpoints accept only Microsoft Entra ID tokens; set "
+            "the "
             "auth_type extra to client_secret, managed_identity, workload_identity or default."
         )
     scope = fields.text("scope") or surface.default_scope

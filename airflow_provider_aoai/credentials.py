@@ -92,7 +92,8 @@ class TokenAuth:
                     access_token = self.credential.get_token(self.scope)
                 except ClientAuthenticationError as exc:
                     raise AzureOpenAICredentialError(
-                        f"{type(self.credential).__name__} could not get a token for {self.scope}: {exc.message}"
+                        f"{type(self.credential).__name__} could not get a token for {self.scope}: "
+                        f"{exc.message}"
                     ) from None
                 mask(access_token.token)
                 self._token = access_token.token
@@ -142,7 +143,8 @@ def build_auth(
         auth_type = "api_key"
     if auth_type not in AUTH_TYPES:
         raise AzureOpenAIConfigError(
-            f"Connection {conn_id!r}: unknown auth_type {auth_type!r}; expected one of {', '.join(AUTH_TYPES)}."
+            f"Connection {conn_id!r}: unknown auth_type {auth_type!r}; "
+            f"expected one of {', '.join(AUTH_TYPES)}."
         )
 
     def required(name: str, value: Any) -> Any:

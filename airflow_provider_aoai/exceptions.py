@@ -100,7 +100,14 @@ class AzureOpenAIAPIError(AzureOpenAIError):
         )
 
 
-def _rebuild_api_error(cls, status, code, message, target, request_id):  # pragma: no cover - pickling
+def _rebuild_api_error(  # pragma: no cover - pickling
+    cls: type[AzureOpenAIAPIError],
+    status: int,
+    code: str | None,
+    message: str,
+    target: str | None,
+    request_id: str | None,
+) -> AzureOpenAIAPIError:
     return cls(status, code, message, target=target, request_id=request_id)
 
 
@@ -208,7 +215,9 @@ class AzureOpenAIUploadError(AzureOpenAIError):
         return (_rebuild_upload_error, (type(self), str(self), self.upload_id, self.cancelled))
 
 
-def _rebuild_upload_error(cls, message, upload_id, cancelled):  # pragma: no cover - pickling
+def _rebuild_upload_error(  # pragma: no cover - pickling
+    cls: type[AzureOpenAIUploadError], message: str, upload_id: str | None, cancelled: bool
+) -> AzureOpenAIUploadError:
     return cls(message, upload_id=upload_id, cancelled=cancelled)
 
 

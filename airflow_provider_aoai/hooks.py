@@ -3,7 +3,8 @@
 Every public method takes keyword arguments, checks all of them before any request and returns plain
 JSON-able dicts shaped like the service's objects, ready for XCom. HTTP, retries and error mapping live in
 :mod:`~airflow_provider_aoai.client`; reading the connection in :mod:`~airflow_provider_aoai.connection`;
-sources and parts in :mod:`~airflow_provider_aoai.uploads`; resuming in :mod:`~airflow_provider_aoai.multipart`;
+sources and parts in :mod:`~airflow_provider_aoai.uploads`; resuming in
+:mod:`~airflow_provider_aoai.multipart`;
 local and object-storage destinations in :mod:`~airflow_provider_aoai.downloads`.
 """
 
@@ -146,7 +147,7 @@ class AzureOpenAIHook(BaseHook):
     def client(self) -> AzureOpenAIClient:
         """The HTTP client for this connection, built on first use (no request is sent).
 
-        :raises AzureOpenAIConfigError: a field of the connection is missing or invalid (the message names it).
+        :raises AzureOpenAIConfigError: a connection field is missing or invalid (the message names it).
         """
         client = build_client(self.get_connection(self.aoai_conn_id), self.aoai_conn_id)
         self.log.debug("Connection %s -> %s (%s)", self.aoai_conn_id, client.base_url, client.surface.value)
@@ -177,7 +178,7 @@ class AzureOpenAIHook(BaseHook):
             )
         except AzureOpenAIError as exc:
             return False, str(exc)
-        except Exception as exc:  # noqa: BLE001 - test_connection reports, never raises
+        except Exception as exc:
             return False, redact(f"{type(exc).__name__}: {exc}")
         count = len(page["data"])
         more = "+" if page.get("has_more") else ""
@@ -236,7 +237,7 @@ class AzureOpenAIHook(BaseHook):
         self._check_purpose(purpose, "import_file")
 
     def check_upload_file(self, *, source: Any, purpose: Any, filename: Any = None) -> tuple[Source, str]:
-        """Everything :meth:`upload_file` checks before its request; returns the opened source and the name."""
+        """Everything :meth:`upload_file` checks before its request; returns the source and the name."""
         return self._prepare_upload(source, purpose, filename, "upload_file", MAX_FILE_BYTES)
 
     # ------------------------------------------------------------------------------ files
@@ -267,7 +268,7 @@ class AzureOpenAIHook(BaseHook):
         A source that changes while it is sent ends the request before its last byte, so the service never
         stores a truncated or mixed file.
 
-        :param source: local path, ``file://``/fsspec URL, ``ObjectStoragePath`` or seekable binary file object.
+        :param source: local path, ``file://``/fsspec URL, ``ObjectStoragePath`` or seekable binary file.
         :param stop: set it to abandon the request (the task is being killed).
         :raises AzureOpenAIInvalidArgumentError: missing, empty or oversized source; bad purpose or filename.
         :raises AzureOpenAISourceChangedError: the source changed while it was sent; nothing was stored.
@@ -400,7 +401,7 @@ class AzureOpenAIHook(BaseHook):
         size: int | None = None,
         clock_skew: float = CLOCK_SKEW_SECONDS,
     ) -> list[File]:
-        """Files named ``filename`` with ``purpose`` (and ``size`` bytes) created at or after ``created_after``.
+        """Files named ``filename`` with ``purpose`` (and ``size`` bytes) created since ``created_after``.
 
         How a retry finds the file an interrupted create produced, and how a completed upload's File is
         found (the service offers no lookup by upload id). Deleted and failed files are left out.
@@ -591,7 +592,7 @@ class AzureOpenAIHook(BaseHook):
         :param on_upload_created: called with the upload id once it exists (or is resumed).
         :param on_md5: called once with the content's hex md5, after the last part and before completing
             (operators put it in their lineage).
-        :raises AzureOpenAIInvalidArgumentError: bad source, purpose, part_size, max_concurrency, ...; nothing sent.
+        :raises AzureOpenAIInvalidArgumentError: bad source, purpose, part_size, ...; nothing is sent.
         :raises AzureOpenAIUploadError: the upload gave up (``.cancelled`` says whether it was cancelled).
         :raises AzureOpenAISourceChangedError: the source changed during the upload; it was cancelled.
         :raises AzureOpenAIStoppedError: ``stop`` was set; the upload was cancelled.

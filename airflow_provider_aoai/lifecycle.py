@@ -92,7 +92,7 @@ class FileMemory:
                 )
                 return None
             self.log.info("Re-attaching to file %s, created by an earlier try with the same inputs", file_id)
-            return file  # type: ignore[no-any-return]
+            return file
         asked_at = record.get("asked_at")
         if not isinstance(asked_at, (int, float)):
             return None
@@ -104,7 +104,7 @@ class FileMemory:
                 found[0].get("id"),
             )
             self.created(found[0]["id"], inputs)
-            return found[0]  # type: ignore[no-any-return]
+            return found[0]
         if found:
             self.log.warning(
                 "An earlier try may have created %s, but %d files match it; creating a new one",

@@ -100,9 +100,11 @@ def check_object(payload: Any, expect: ObjectKind, expect_id: str | None = None)
         return f"asked for {expect_id!r} but the answer is {payload['id'][:80]!r}"
     if expect is ObjectKind.DELETION and not isinstance(payload.get("deleted"), bool):
         return "the deletion status has no boolean 'deleted'"
-    if expect is ObjectKind.UPLOAD and payload.get("status") == UploadStatus.COMPLETED.value:
-        if not isinstance(payload.get("file"), dict) or not isinstance(payload["file"].get("id"), str):
-            return "a completed upload without its file"
+    completed = expect is ObjectKind.UPLOAD and payload.get("status") == UploadStatus.COMPLETED.value
+    if completed and not (
+        isinstance(payload.get("file"), dict) and isinstance(payload["file"].get("id"), str)
+    ):
+        return "a completed upload without its file"
     return None
 
 
@@ -187,7 +189,7 @@ UPLOAD_EXPIRY_SECONDS = 2 * 60 * 60
 
 
 def purposes_for(surface: Surface, operation: str) -> tuple[str, ...]:
-    """Purposes the given create ``operation`` (``upload_file``, ``import_file``, ``create_upload``) accepts."""
+    """Purposes a create ``operation`` (``upload_file``, ``import_file``, ``create_upload``) accepts."""
     if surface is Surface.FOUNDRY:
         return FOUNDRY_PURPOSES
     if surface is Surface.V1:

@@ -82,7 +82,7 @@ class ResumableUpload:
     :param resume_from: a checkpoint reported by an earlier attempt, if any.
     :param on_checkpoint: told ``(checkpoint, part index or None)`` whenever the checkpoint changes; called
         from the sending threads, one call at a time.
-    :param keep_on_failure: ``True``, or a callable deciding per exception, to keep a resumable upload pending.
+    :param keep_on_failure: ``True``, or a callable deciding per exception, to keep a resumable upload.
     """
 
     def __init__(
@@ -143,10 +143,15 @@ class ResumableUpload:
         if checkpoint.part_size != self.part_size:
             return f"the part size changed ({checkpoint.part_size} -> {self.part_size} bytes)"
         if checkpoint.fingerprint != self.source.fingerprint:
-            return f"the source changed since the upload started: {checkpoint.fingerprint.describe_change(self.source.fingerprint)}"
-        if checkpoint.file_id is None and checkpoint.expires_at is not None:
-            if checkpoint.expires_at - time.time() < EXPIRY_MARGIN_SECONDS:
-                return "the upload has expired (or is about to)"
+            change = checkpoint.fingerprint.describe_change(self.source.fingerprint)
+            return f"the source changed since the upload started: {change}"
+        expires_at = checkpoint.expires_at
+        if (
+            checkpoint.file_id is None
+            and expires_at is not None
+            and expires_at - time.time() < EXPIRY_MARGIN_SECONDS
+        ):
+            return "the upload has expired (or is about to)"
         return None
 
     def _upload_of(self, checkpoint: UploadCheckpoint, file: File | None = None) -> Upload:
@@ -263,7 +268,8 @@ class ResumableUpload:
             return self._send_and_complete(checkpoint, resuming=False)
         except _StaleUpload as stale:  # a brand-new upload that cannot take parts: report, do not loop
             raise AzureOpenAIUploadError(
-                f"Upload {checkpoint.upload_id} was refused by the service right after it was created: {stale}",
+                f"Upload {checkpoint.upload_id} was refused by the service right after it was created: "
+                f"{stale}",
                 upload_id=checkpoint.upload_id,
             ) from stale.__cause__
 

@@ -120,7 +120,7 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
         raise RuntimeError("defer() returned")  # pragma: no cover - defer always raises TaskDeferred
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None, result: Any = None) -> Any:
-        """Resume after processing: return the result with its processed File, or raise what the event says."""
+        """Resume after processing: the result with its processed File, or raise what the event says."""
         from airflow_provider_aoai.triggers import file_from_event
 
         expected = None
@@ -145,7 +145,7 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
     def _create_once(
         self, context: Any, inputs: str, *, filename: str, purpose: str, size: int | None, create: Any
     ) -> File:
-        """``create()`` the file, unless an earlier try with the same ``inputs`` did; remember what happened."""
+        """``create()`` the file unless an earlier try with the same ``inputs`` did; remember what happens."""
         memory = self._file_memory(context)
         if memory is not None:
             if self.force_new:
@@ -159,7 +159,7 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
         if memory is not None:
             try:
                 memory.created(file["id"], inputs)
-            except Exception as exc:  # noqa: BLE001 - the file exists; losing the note only costs a retry
+            except Exception as exc:
                 self.log.warning("Could not record file %s for later tries: %s", file["id"], exc)
         return file
 
@@ -339,8 +339,9 @@ class AzureOpenAIUploadFileOperator(_AzureOpenAIFileOperator):
         return self._finish(file, file["id"])
 
 
-# Delete and prune live in their own module; re-exported so that every operator imports from here.
-from airflow_provider_aoai.delete_operators import (  # noqa: F401
+# Delete and prune live in their own module (which imports this one); re-exported so that every operator
+# imports from here. Hence an import at the end.
+from airflow_provider_aoai.delete_operators import (  # noqa: E402, F401
     AzureOpenAIDeleteFileOperator,
     AzureOpenAIPruneFilesOperator,
 )

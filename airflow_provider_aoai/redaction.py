@@ -1,4 +1,4 @@
-"""One redaction rule for every text this project builds: exceptions, log lines, test results, emulator bodies.
+"""One redaction rule for every text this project builds: exceptions, logs, test results, emulator bodies.
 
 :func:`redact` removes
 

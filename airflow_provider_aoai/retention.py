@@ -10,7 +10,7 @@ a retry picks the same files. A file without ``created_at`` is never pruned.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
@@ -36,7 +36,7 @@ class PruneRule:
 
     def describe(self) -> str:
         named = f" named {self.filename_prefix}*" if self.filename_prefix is not None else ""
-        cutoff = datetime.fromtimestamp(self.cutoff, timezone.utc).isoformat()
+        cutoff = datetime.fromtimestamp(self.cutoff, UTC).isoformat()
         return (
             f"purpose {self.purpose!r}{named}, keeping the newest {self.keep_latest}, created before {cutoff}"
         )
@@ -63,7 +63,7 @@ def prune_rule(
             "keep_latest", f"must be an integer, 0 or more; got {keep_latest!r}"
         )
     if now is None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
     elif not isinstance(now, datetime) or now.tzinfo is None:
         raise AzureOpenAIInvalidArgumentError("now", f"must be a timezone-aware datetime; got {now!r}")
     return PruneRule(purpose, older_than, filename_prefix, keep_latest, now)

@@ -36,7 +36,7 @@ class AzureOpenAIFileStatusTrigger(BaseTrigger):
 
     :param file_id: the file to watch.
     :param aoai_conn_id: the ``aoai`` connection.
-    :param poll_interval: seconds between checks; never less than 0.05 (a tight loop would hammer the service).
+    :param poll_interval: seconds between checks; at least 0.05 (a tight loop would hammer the service).
     :param end_time: give up at this UNIX time (absolute, so a triggerer restart does not extend it).
     """
 

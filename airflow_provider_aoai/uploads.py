@@ -130,7 +130,8 @@ class Source:
             now = self.current()
         except (OSError, ValueError) as exc:
             raise AzureOpenAISourceChangedError(
-                f"source changed during upload: {self.description} can no longer be read ({type(exc).__name__})"
+                f"source changed during upload: {self.description} can no longer be read "
+                f"({type(exc).__name__})"
             ) from None
         if now != self.fingerprint:
             raise AzureOpenAISourceChangedError(
@@ -304,7 +305,7 @@ def open_source(source: Any, argument: str = "source") -> Source:
         details = info()
     except FileNotFoundError:
         raise AzureOpenAIInvalidArgumentError(argument, f"{shown} does not exist") from None
-    except Exception as exc:  # noqa: BLE001 - any fsspec backend error: report it without its text's secrets
+    except Exception as exc:
         raise AzureOpenAIInvalidArgumentError(
             argument, f"cannot open {shown}: {type(exc).__name__}: {redact(exc, limit=300)}"
         ) from None
@@ -522,7 +523,7 @@ class _Pool:
                         self._on_accepted(index, part_id)
                     with self._lock:
                         self.accepted[index] = part_id
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, who re-raises the first
+            except BaseException as exc:
                 with self._lock:
                     self.errors.append(exc)
                 self.halted.set()

@@ -124,7 +124,7 @@ def check_int(value: Any, argument: str, *, minimum: int, maximum: int) -> int:
 
 
 def check_http_url(value: Any, argument: str) -> str:
-    """An absolute http(s) URL the service can GET: a valid host and port, no whitespace or control characters.
+    """An absolute http(s) URL the service can GET: valid host and port, no whitespace or control characters.
 
     Error messages show the URL redacted (no userinfo, no query values): it usually carries a SAS signature.
     """

@@ -50,9 +50,9 @@ class MisbehavingService:
                 self.end_headers()
                 self.wfile.write(answer.body)
 
-            do_GET = do_POST = do_DELETE = do_PUT = _serve  # noqa: N815 - http.server's naming
+            do_GET = do_POST = do_DELETE = do_PUT = _serve
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -110,9 +110,10 @@ def requests_lines(draw, ids: dict[str, str]) -> tuple[str, str]:
     methods, template = draw(st.sampled_from(ROUTES))
     method = draw(st.sampled_from(methods)) if draw(st.integers(0, 6)) else draw(st.sampled_from(METHODS))
     parts = []
-    for part in template.strip("/").split("/"):
-        if part.startswith("{"):
-            real = quote(ids[part[1:-1]], safe="")
+    for piece in template.strip("/").split("/"):
+        part = piece
+        if piece.startswith("{"):
+            real = quote(ids[piece[1:-1]], safe="")
             choice = draw(st.sampled_from(["real", "random", "real/random"]))
             part = real if choice == "real" else draw(segments())
             if choice == "real/random":

@@ -69,7 +69,7 @@ def file_count(emu: Emulator) -> int:
     return len(requests.get(f"{emu.url}/openai/files", params=V, headers=KEY, timeout=10).json()["data"])
 
 
-# ------------------------------------------------------------------------------ control endpoints need the key
+# ---------------------------------------------------------------------------- control endpoints need the key
 CONTROL_CALLS = [
     ("GET", "/_emulator/faults", None),
     ("POST", "/_emulator/faults", {"operation": "files.list", "status": 503}),
@@ -163,7 +163,7 @@ def test_blob_put_is_limited_to_the_file_size_limit(emulator):
     assert not [p for p in (emulator.data_dir / "container").iterdir() if p.name.startswith(".")]
 
 
-# ------------------------------------------------------------------------------ malformed input: 4xx, never 5xx
+# ---------------------------------------------------------------------------- malformed input: 4xx, never 5xx
 def deeply_nested(shape: str, depth: int = 100_000) -> str:
     return "[" * depth + "]" * depth if shape == "array" else '{"a":' * depth + "1" + "}" * depth
 
@@ -431,7 +431,7 @@ def test_a_python_fault_matches_a_path_substring(emulator):
     assert emulator.store.get_upload(other)["status"] == "pending"
 
 
-# ------------------------------------------------------------------------------ what it holds, for other processes
+# ------------------------------------------------------------------------ what it holds, for other processes
 def test_the_uploads_it_holds_are_listed_with_their_parts_and_file(emulator):
     data = jsonl([CHAT_LINE] * 3)
     upload_id = new_upload(emulator, len(data), filename="listed.jsonl")

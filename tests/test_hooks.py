@@ -316,14 +316,22 @@ def test_test_connection_reports_failure_without_the_key(emulator, monkeypatch):
         (
             {
                 "host": "https://x.openai.azure.com",
-                "extra": {"auth_type": "client_secret", "client_id": "c", "client_secret": "not-a-real-secret-value"},
+                "extra": {
+                    "auth_type": "client_secret",
+                    "client_id": "c",
+                    "client_secret": "not-a-real-secret-value",
+                },
             },
             "tenant_id",
         ),
         (
             {
                 "host": "https://x.openai.azure.com",
-                "extra": {"auth_type": "client_secret", "tenant_id": "t", "client_secret": "not-a-real-secret-value"},
+                "extra": {
+                    "auth_type": "client_secret",
+                    "tenant_id": "t",
+                    "client_secret": "not-a-real-secret-value",
+                },
             },
             "client_id",
         ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -187,7 +187,7 @@ def test_prune_is_safe_to_retry_and_skips_files_deleted_meanwhile(store, files):
 
 
 def test_now_sets_where_ages_are_measured_from(store, files):
-    ten_days_ago = datetime.now(timezone.utc) - timedelta(days=10)
+    ten_days_ago = datetime.now(UTC) - timedelta(days=10)
     would = hook_for().prune_files(
         purpose="fine-tune", older_than=timedelta(days=35), now=ten_days_ago, dry_run=True
     )

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from airflow.providers.common.compat.sdk import Asset, TaskDeferred
@@ -358,7 +358,7 @@ def test_no_secret_reaches_any_facet(canary_emulator, chat_file):
         lineage = operator.get_openlineage_facets_on_complete(None)
         event = RunEvent(
             eventType=RunState.COMPLETE,
-            eventTime=datetime.now(timezone.utc).isoformat(),
+            eventTime=datetime.now(UTC).isoformat(),
             run=Run(runId=str(uuid.uuid4())),
             job=Job(namespace="default", name=f"dag.{operator.task_id}"),
             inputs=lineage.inputs,

@@ -183,8 +183,9 @@ def test_importing_the_operators_keeps_heavy_modules_out():
 
     code = (
         "import sys, airflow_provider_aoai.operators, airflow_provider_aoai.sensors\n"
-        "heavy = ['requests', 'azure.identity', 'starlette', 'uvicorn', 'airflow_provider_aoai.hooks', 'fsspec',\n"
-        "         'openlineage', 'airflow.providers.openlineage.extractors', 'airflow_provider_aoai.lineage_facets']\n"
+        "heavy = ['requests', 'azure.identity', 'starlette', 'uvicorn', 'airflow_provider_aoai.hooks',\n"
+        "         'fsspec', 'openlineage', 'airflow.providers.openlineage.extractors',\n"
+        "         'airflow_provider_aoai.lineage_facets']\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
     result = subprocess.run(

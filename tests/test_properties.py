@@ -173,8 +173,8 @@ def test_extras_fail_typed_and_never_echo_a_secret(service, extra):
     os.environ["AIRFLOW_CONN_AOAI_PROPERTY_EXTRAS"] = json.dumps(document)
     hook = AzureOpenAIHook(aoai_conn_id="aoai_property_extras")
     before = len(service.seen)
-    _, error = _call(lambda: hook.list_files())
-    ok, message = hook.test_connection()
+    _, error = _call(hook.list_files)
+    _, message = hook.test_connection()
     if error is not None:
         assert CANARY not in _texts(error)
     assert CANARY not in message

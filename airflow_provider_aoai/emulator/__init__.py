@@ -22,6 +22,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -108,12 +109,12 @@ def _quiet_exit_server_class() -> type:
         """Stops on SIGINT/SIGTERM and returns normally (uvicorn re-raises the signal after shutdown)."""
 
         @contextlib.contextmanager
-        def capture_signals(self):
+        def capture_signals(self) -> Iterator[None]:
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return
 
-            def stop(signum, frame):
+            def stop(signum: int, frame: object) -> None:
                 self.should_exit = True
 
             previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}

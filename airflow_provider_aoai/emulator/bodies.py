@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
 
 from airflow_provider_aoai.emulator.errors import bad
-from airflow_provider_aoai.emulator.store import Store
 from airflow_provider_aoai.models import Surface, purposes_for
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from airflow_provider_aoai.emulator.store import Store
 
 JSON_CONTENT_TYPES = ("application/json", "text/json")
 MAX_JSON_BODY = 1024 * 1024

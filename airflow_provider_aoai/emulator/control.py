@@ -11,14 +11,18 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from airflow_provider_aoai.emulator.bodies import drain, read_json
 from airflow_provider_aoai.emulator.errors import bad
-from airflow_provider_aoai.emulator.faults import FaultPlan
 from airflow_provider_aoai.emulator.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from airflow_provider_aoai.emulator.faults import FaultPlan
 
 MAX_BLOB_NAME_BYTES = 255  # one file name on the disk under the container
 

@@ -7,16 +7,19 @@ the surface's status codes and bodies; rule violations are :class:`StoreError` r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from airflow_provider_aoai.emulator.bodies import checked_purpose, read_form, read_json, required_field
 from airflow_provider_aoai.emulator.errors import bad
-from airflow_provider_aoai.emulator.store import Store
 from airflow_provider_aoai.models import Surface
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from airflow_provider_aoai.emulator.store import Store
 
 CONTENT_CHUNK = 1024 * 1024
 

@@ -11,15 +11,17 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from airflow_provider_aoai.models import Surface
 from airflow_provider_aoai.redaction import redact
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 # A tenant id (GUID) or domain name, or one of the authority's aliases ("common", "organizations").
 TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")

@@ -20,17 +20,19 @@ import logging
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, unquote_to_bytes
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from airflow_provider_aoai.emulator.errors import bad, error_response
-from airflow_provider_aoai.emulator.identity import Identity
 from airflow_provider_aoai.emulator.store import StoreError
 from airflow_provider_aoai.models import Surface
 from airflow_provider_aoai.redaction import redact
+
+if TYPE_CHECKING:
+    from airflow_provider_aoai.emulator.identity import Identity
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +177,8 @@ class Authenticator:
                 raise StoreError(
                     401,
                     "unauthorized",
-                    f"The bearer token's audience is not valid for this endpoint; expected {surface.token_audience}.",
+                    "The bearer token's audience is not valid for this endpoint; "
+                    f"expected {surface.token_audience}.",
                 )
             # v1 also takes the api key as a bearer value (spec: ApiKeyAuth_ on the authorization header).
             if surface is Surface.V1 and self.key_matches(bearer):
@@ -228,7 +231,7 @@ class Route:
         if len(segments) != len(self.template):
             return None
         params: dict[str, str] = {}
-        for expected, actual in zip(self.template, segments):
+        for expected, actual in zip(self.template, segments, strict=True):
             if expected.startswith("{"):
                 if not actual:
                     return None

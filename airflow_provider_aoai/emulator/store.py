@@ -192,7 +192,7 @@ class Store:
         target = self._blob_path(state.record["id"])
         try:
             size = self._download(content_url, target, self.limits.max_file_bytes)
-        except Exception as exc:  # noqa: BLE001 - any failure ends the file in "error"
+        except Exception as exc:
             target.unlink(missing_ok=True)
             # Never the raw exception text: a download error quotes the URL, SAS query included.
             cause = str(exc) if isinstance(exc, DownloadError) else type(exc).__name__
@@ -301,7 +301,7 @@ class Store:
             state.forced_details = redact(status_details) if status_details is not None else None
 
     def set_created_at(self, file_id: str, created_at: int) -> None:
-        """Make ``file_id`` look created at ``created_at`` (unix seconds), e.g. weeks ago for retention tests."""
+        """Make ``file_id`` look created at ``created_at`` (UNIX time), e.g. weeks ago for retention tests."""
         with self._lock:
             state = self._file_state(file_id)
             state.record["created_at"] = int(created_at)
@@ -435,7 +435,8 @@ class Store:
                 raise StoreError(
                     400,
                     "invalidPayload",
-                    f"The listed parts hold {total} bytes but the upload was created with bytes={upload['bytes']}.",
+                    f"The listed parts hold {total} bytes but the upload was created with "
+                    f"bytes={upload['bytes']}.",
                     "part_ids",
                 )
             upload["status"] = "completing"  # blocks a concurrent complete/cancel/part while we assemble

@@ -23,7 +23,7 @@ def make_self_signed(directory: Path, host: str) -> tuple[Path, Path]:
         except ValueError:
             names.append(x509.DNSName(address))
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AOAI emulator")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -44,7 +44,8 @@ AIRFLOW_TOO_OLD_REASON = (
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "system: starts a real Airflow deployment (about two minutes; deselect with -m 'not system')"
+        "markers",
+        "system: starts a real Airflow deployment (about two minutes; deselect with -m 'not system')",
     )
 
 

@@ -17,6 +17,7 @@ Nothing here sleeps for a fixed time: every wait is :func:`wait_for`, a conditio
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import secrets
@@ -62,7 +63,7 @@ class DeploymentError(RuntimeError):
 
 
 def wait_for(
-    condition: Callable[[], T | None | Literal[False]],
+    condition: Callable[[], T | Literal[False] | None],
     *,
     timeout: float,
     what: str,
@@ -143,20 +144,16 @@ class Component:
         """Signal our process group, while its leader is not yet reaped (so the id cannot be reused)."""
         if self.popen.returncode is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def kill_tree(self, sig: int = signal.SIGKILL) -> list[psutil.Process]:
         """Send ``sig`` to the process group and to every descendant (some live in groups of their own)."""
         tree = self.tree()
         self.signal_group(sig)
         for process in tree:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
         return tree
 
 
@@ -420,7 +417,7 @@ class Deployment:
         return self.airflow(name, name)
 
     def start(self) -> None:
-        """Start everything and return once the API answers, all components are healthy and the DAGs parsed."""
+        """Start everything; return once the API answers, all components are healthy and the DAGs parsed."""
         _LIVE.append(self)
         self.budget_ends = time.monotonic() + BUDGET_SECONDS
         self.home.mkdir(parents=True, exist_ok=True)
@@ -514,7 +511,7 @@ class Deployment:
 
     def wait_for(
         self,
-        condition: Callable[[], T | None | Literal[False]],
+        condition: Callable[[], T | Literal[False] | None],
         *,
         timeout: float,
         what: str,
@@ -558,15 +555,11 @@ class Deployment:
             component.signal_group(signal.SIGKILL)
         for process in processes:
             if not gone(process):
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     process.kill()
-                except psutil.NoSuchProcess:
-                    pass
         for component in components:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 component.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         if self in _LIVE:
             _LIVE.remove(self)
 

@@ -200,7 +200,8 @@ def test_sigkill_after_create_reattaches(system: Deployment, tmp_path: Path, say
     ti = api.task_instance(dag_id, run_id, task_id)
     files = emulator.files(filename)
     say(
-        f"b. SIGKILL after {operation} was answered ({kind}): run {run['state']}, try_number {ti['try_number']}, "
+        f"b. SIGKILL after {operation} was answered ({kind}): run {run['state']}, "
+        f"try_number {ti['try_number']}, "
         f"{operation} served {len(served(log, operation))}x, files named {filename}: {len(files)} "
         f"({', '.join(f['id'] + ' ' + f['status'] for f in files)}); file was {status_at_kill} at the kill; "
         f"run ended {time.time() - killed_at:.1f}s after the kill",

@@ -1,4 +1,4 @@
-"""System test DAG: a multipart upload whose task process is SIGKILLed mid-upload; the retry must resume it."""
+"""System test DAG: a multipart upload whose task process is SIGKILLed mid-upload; the retry resumes it."""
 
 from __future__ import annotations
 
