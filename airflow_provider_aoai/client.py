@@ -556,7 +556,14 @@ class AzureOpenAIClient:
         return size
 
     def request_object(
-        self, method: str, path: Path, *, expect: ObjectKind, expect_id: str | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: Path,
+        *,
+        expect: ObjectKind,
+        expect_id: str | None = None,
+        expect_parent: str | None = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         """:meth:`request`, then the answer's JSON object, checked to be the ``expect`` kind (and id).
 
@@ -572,7 +579,7 @@ class AzureOpenAIClient:
                     f"the answer is not JSON (Content-Type {response.headers.get('content-type', 'none')!r})"
                 )
             else:
-                problem = check_object(payload, expect, expect_id)
+                problem = check_object(payload, expect, expect_id, expect_parent)
             if problem is not None:
                 raise AzureOpenAIResponseError(
                     response.status_code,

@@ -88,6 +88,22 @@ TEST_CONNECTION_TIMEOUT = 15.0
 CLOCK_SKEW_SECONDS = 5
 
 
+def _file(payload: dict[str, Any]) -> File:
+    """A File as the service answered it, with ``status_details`` redacted: services echo URLs and keys."""
+    file = cast(File, dict(payload))
+    if isinstance(file.get("status_details"), str):
+        file["status_details"] = redact(file["status_details"])
+    return file
+
+
+def _upload(payload: dict[str, Any]) -> Upload:
+    upload = cast(Upload, dict(payload))
+    nested = upload.get("file")
+    if isinstance(nested, dict):
+        upload["file"] = _file(cast(dict[str, Any], nested))
+    return upload
+
+
 class AzureOpenAIHook(BaseHook):
     """Talk to the Files service of an Azure OpenAI resource or an Azure AI Foundry project.
 
@@ -258,7 +274,7 @@ class AzureOpenAIHook(BaseHook):
             json={"content_url": content_url, "filename": filename, "purpose": purpose},
         )
         self.log.info("Import of %s started as file %s", redact_url(content_url), file["id"])
-        return cast(File, file)
+        return _file(file)
 
     def upload_file(
         self, *, source: Any, purpose: str, filename: str | None = None, stop: threading.Event | None = None
@@ -289,7 +305,7 @@ class AzureOpenAIHook(BaseHook):
         file = self.client.request_object(
             "POST", ("files",), expect=ObjectKind.FILE, retry=Retry.CREATE, body=body, stop=stop
         )
-        return cast(File, file)
+        return _file(file)
 
     def get_file(self, *, file_id: str) -> File:
         """The File (or Foundry FileInfo) with its current status.
@@ -297,10 +313,13 @@ class AzureOpenAIHook(BaseHook):
         :raises AzureOpenAINotFoundError: no such file.
         """
         check_id(file_id, "file_id")
-        return cast(
-            File,
-            self.client.request_object("GET", ("files", file_id), expect=ObjectKind.FILE, expect_id=file_id),
+        return _file(
+            self.client.request_object("GET", ("files", file_id), expect=ObjectKind.FILE, expect_id=file_id)
         )
+
+    def status_of(self, file: File) -> FileStatus:
+        """The file's status on this connection's surface (Foundry may omit it: a stored file is ready)."""
+        return FileStatus.of(file, status_optional=self.surface is Surface.FOUNDRY)
 
     def list_files(self, *, purpose: str | None = None) -> list[File]:
         """All files, optionally only those with ``purpose`` (following ``has_more`` pages where offered)."""
@@ -310,7 +329,7 @@ class AzureOpenAIHook(BaseHook):
         files: list[File] = []
         while True:
             page = self.client.request_object("GET", ("files",), expect=ObjectKind.LIST, params=params)
-            data = [cast(File, item) for item in page["data"]]
+            data = [_file(item) for item in page["data"]]
             files.extend(data)
             if not page.get("has_more") or not data:
                 return files
@@ -374,7 +393,7 @@ class AzureOpenAIHook(BaseHook):
         deadline = time.monotonic() + timeout
         while True:
             file = self.get_file(file_id=file_id)
-            status = FileStatus.of(file)
+            status = self.status_of(file)
             if status.is_terminal:
                 if status.is_failure:
                     raise AzureOpenAIFileProcessingError(file)
@@ -437,7 +456,7 @@ class AzureOpenAIHook(BaseHook):
             retry=Retry.CREATE,
             json={"filename": filename, "purpose": purpose, "bytes": total_bytes, "mime_type": mime_type},
         )
-        return cast(Upload, upload)
+        return _upload(upload)
 
     def add_upload_part(
         self,
@@ -481,7 +500,12 @@ class AzureOpenAIHook(BaseHook):
             stop=stop,
         )
         part = self.client.request_object(
-            "POST", ("uploads", upload_id, "parts"), expect=ObjectKind.PART, body=body, stop=stop
+            "POST",
+            ("uploads", upload_id, "parts"),
+            expect=ObjectKind.PART,
+            expect_parent=upload_id,
+            body=body,
+            stop=stop,
         )
         return cast(UploadPart, part)
 
@@ -534,7 +558,7 @@ class AzureOpenAIHook(BaseHook):
                 "unexpectedResponse",
                 f"complete of upload {upload_id} answered status {completed.get('status')!r}",
             )
-        return cast(Upload, completed)
+        return _upload(completed)
 
     def cancel_upload(self, *, upload_id: str) -> Upload:
         """Cancel an Upload; its parts are discarded. Cancelling a cancelled upload is harmless."""
@@ -543,7 +567,7 @@ class AzureOpenAIHook(BaseHook):
         upload = self.client.request_object(
             "POST", ("uploads", upload_id, "cancel"), expect=ObjectKind.UPLOAD, expect_id=upload_id
         )
-        return cast(Upload, upload)
+        return _upload(upload)
 
     def cancel_upload_quietly(self, upload_id: str) -> bool:
         """Cancel an upload, logging instead of raising when that fails (cleanup paths); True if cancelled."""

@@ -34,12 +34,16 @@ class FileStatus(str, enum.Enum):
         return self in (FileStatus.ERROR, FileStatus.DELETED)
 
     @classmethod
-    def of(cls, file: Mapping[str, object]) -> FileStatus:
-        """Status of a File/FileInfo dict; Foundry's FileInfo may omit it (spec: Azure OpenAI only)."""
+    def of(cls, file: Mapping[str, object], *, status_optional: bool = False) -> FileStatus:
+        """Status of a File/FileInfo dict.
+
+        :param status_optional: the surface may omit the status (Foundry's FileInfo: the spec gives it for
+            Azure OpenAI only), and a file without one is stored and ready. Elsewhere a missing status is
+            unknown: not terminal, so callers keep waiting rather than declare success.
+        """
         status = file.get("status")
         if status is None:
-            # A Foundry FileInfo without status is stored and ready to use.
-            return cls.PROCESSED
+            return cls.PROCESSED if status_optional else cls.RUNNING
         try:
             return cls(str(status))
         except ValueError:
@@ -78,8 +82,12 @@ class ObjectKind(str, enum.Enum):
     DELETION = "file.deleted"  # {"object": "file", "deleted": true, "id": ...}: a File's deletion status
 
 
-def check_object(payload: Any, expect: ObjectKind, expect_id: str | None = None) -> str | None:
+def check_object(
+    payload: Any, expect: ObjectKind, expect_id: str | None = None, expect_parent: str | None = None
+) -> str | None:
     """Why ``payload`` is not the ``expect`` object (with id ``expect_id``); ``None`` when it is.
+
+    ``expect_parent`` is the upload a part must belong to.
 
     A File where a list was expected, a list where a File was expected, or another object's id are all
     answers to some other request, never a success of this one.
@@ -94,18 +102,33 @@ def check_object(payload: Any, expect: ObjectKind, expect_id: str | None = None)
         if not isinstance(payload.get("data"), list) or not all(isinstance(i, dict) for i in payload["data"]):
             return "the list has no 'data' array of objects"
         return None
-    if not isinstance(payload.get("id"), str) or not payload["id"]:
-        return "the object has no id"
+    if not is_usable_id(payload.get("id")):
+        return f"the object has no usable id ({str(payload.get('id'))[:40]!r})"
     if expect_id is not None and payload["id"] != expect_id:
         return f"asked for {expect_id!r} but the answer is {payload['id'][:80]!r}"
     if expect is ObjectKind.DELETION and not isinstance(payload.get("deleted"), bool):
         return "the deletion status has no boolean 'deleted'"
-    completed = expect is ObjectKind.UPLOAD and payload.get("status") == UploadStatus.COMPLETED.value
-    if completed and not (
-        isinstance(payload.get("file"), dict) and isinstance(payload["file"].get("id"), str)
+    if (
+        expect is ObjectKind.PART
+        and expect_parent is not None
+        and payload.get("upload_id") not in (None, expect_parent)
     ):
+        return f"the part belongs to upload {str(payload.get('upload_id'))[:80]!r}, not {expect_parent!r}"
+    completed = expect is ObjectKind.UPLOAD and payload.get("status") == UploadStatus.COMPLETED.value
+    nested = payload.get("file")
+    if completed and not (isinstance(nested, dict) and is_usable_id(nested.get("id"))):
         return "a completed upload without its file"
     return None
+
+
+def is_usable_id(value: object) -> bool:
+    """An id we can address: a non-empty string, not ``.``/``..``, without control characters."""
+    return (
+        isinstance(value, str)
+        and bool(value.strip())
+        and value not in (".", "..")
+        and not any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+    )
 
 
 class Surface(str, enum.Enum):

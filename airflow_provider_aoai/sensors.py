@@ -12,11 +12,11 @@ from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnVa
 
 from airflow_provider_aoai.config import default_deferrable
 from airflow_provider_aoai.exceptions import AzureOpenAIFileProcessingError
-from airflow_provider_aoai.models import File, FileStatus
 from airflow_provider_aoai.validation import MIN_POLL_SECONDS, check_bool, check_id, check_seconds
 
 if TYPE_CHECKING:
     from airflow_provider_aoai.hooks import AzureOpenAIHook
+    from airflow_provider_aoai.models import File
 
 
 class AzureOpenAIFileStatusSensor(BaseSensorOperator):
@@ -64,7 +64,7 @@ class AzureOpenAIFileStatusSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
         file = self.hook.get_file(file_id=check_id(self.file_id, "file_id"))
-        status = FileStatus.of(file)
+        status = self.hook.status_of(file)
         if status.is_failure:
             raise AzureOpenAIFileProcessingError(file)
         if status.is_terminal:

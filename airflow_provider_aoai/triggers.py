@@ -77,7 +77,7 @@ class AzureOpenAIFileStatusTrigger(BaseTrigger):
             except AzureOpenAIError as exc:
                 yield TriggerEvent({**base, "status": EVENT_ERROR, "message": str(exc)})
                 return
-            status = FileStatus.of(file)
+            status = hook.status_of(file)
             if status.is_terminal:
                 event = EVENT_FAILED if status.is_failure else EVENT_SUCCESS
                 yield TriggerEvent({**base, "status": event, "file": file})
@@ -107,7 +107,7 @@ def file_from_event(event: Any, expected_file_id: str | None = None) -> File:
     if isinstance(file, dict) and expected_file_id is not None and file.get("id") != expected_file_id:
         raise AzureOpenAIError(f"Trigger event is about file {file.get('id')!r}, not {expected_file_id!r}")
     if status == EVENT_SUCCESS and isinstance(file, dict):
-        if FileStatus.of(file) is not FileStatus.PROCESSED:
+        if FileStatus.of(file, status_optional=True) is not FileStatus.PROCESSED:  # the trigger judged
             raise AzureOpenAIError(
                 f"Trigger event reports success for a file in status {file.get('status')!r}"
             )

@@ -79,4 +79,7 @@ def test_status_rules(status):
 
 def test_unknown_and_missing_statuses():
     assert not FileStatus.of({"status": "validating"}).is_terminal  # a future state: keep waiting
-    assert FileStatus.of({"id": "foundry-file"}) is FileStatus.PROCESSED  # FileInfo without status
+    # Foundry's FileInfo may omit the status: stored means ready. Elsewhere a missing status is unknown.
+    assert FileStatus.of({"id": "foundry-file"}, status_optional=True) is FileStatus.PROCESSED
+    assert not FileStatus.of({"id": "file-1"}).is_terminal
+    assert not FileStatus.of({"id": "file-1", "status": None}).is_terminal
