@@ -136,6 +136,7 @@ def check_auth_fields(fields: _Fields) -> None:
             "tenant_id", "may hold only letters, digits, '-' and '.' (a GUID or a domain name)"
         )
     fields.text("client_id")
+    fields.text("federated_credential_file")
     authority = fields.text("authority_host")
     if authority is not None:
         try:
@@ -174,6 +175,10 @@ def read_settings(conn: Any, conn_id: str) -> ConnectionSettings:
     except AzureOpenAIConfigError as exc:
         raise AzureOpenAIConfigError(f"Connection {conn_id!r}: field 'host': {exc}") from None
     check_auth_fields(fields)
+    if conn.login is not None and conn.login != "" and fields.raw("client_id") is None:
+        login = conn.login
+        if not isinstance(login, str) or any(ch.isspace() or ord(ch) < 32 for ch in login.strip()):
+            raise fields.error("login", "(the client id) must not contain whitespace or control characters")
     if surface is Surface.FOUNDRY and fields.raw("auth_type") in (None, "api_key"):
         raise AzureOpenAIConfigError(
             f"Connection {conn_id!r}: Foundry project endpoints accept only Microsoft Entra ID tokens; set "

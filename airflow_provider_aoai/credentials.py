@@ -23,11 +23,17 @@ AUTH_TYPES = ("api_key", "client_secret", "managed_identity", "workload_identity
 TOKEN_REFRESH_MARGIN_SECONDS = 300
 
 
-def mask(secret: str | None) -> None:
-    """Register ``secret`` with our redaction rule and Airflow's secrets masker (no-op for empty values)."""
+def mask(secret: str | None, *, with_prefix: bool = False) -> None:
+    """Register ``secret`` with our redaction rule and Airflow's secrets masker (no-op for empty values).
+
+    :param with_prefix: also register its first half (at least 8 characters): services echo a key's
+        beginning ("Incorrect API key provided: 0123abcd****").
+    """
     if not secret:
         return
     register_secret(secret)
+    if with_prefix and len(secret) >= 16:
+        register_secret(secret[: max(8, len(secret) // 2)])
     from airflow.providers.common.compat.sdk import mask_secret
 
     mask_secret(secret)
@@ -60,7 +66,7 @@ class ApiKeyAuth:
 
     def __init__(self, api_key: str) -> None:
         self._api_key = api_key
-        mask(api_key)
+        mask(api_key, with_prefix=True)
 
     def headers(self) -> dict[str, str]:
         return {"api-key": self._api_key}
@@ -90,14 +96,20 @@ class TokenAuth:
 
                 try:
                     access_token = self.credential.get_token(self.scope)
+                    token, expires_on = str(access_token.token), float(access_token.expires_on)
                 except ClientAuthenticationError as exc:
                     raise AzureOpenAICredentialError(
                         f"{type(self.credential).__name__} could not get a token for {self.scope}: "
                         f"{exc.message}"
                     ) from None
-                mask(access_token.token)
-                self._token = access_token.token
-                self._expires_on = float(access_token.expires_on)
+                except Exception as exc:
+                    raise AzureOpenAICredentialError(
+                        f"{type(self.credential).__name__} could not get a token for {self.scope}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from None
+                mask(token)
+                self._token = token
+                self._expires_on = expires_on
             return self._token
 
     def headers(self) -> dict[str, str]:
@@ -167,7 +179,7 @@ def build_auth(
         # The password holds the secret (Airflow 2's form loses password-type extras on edit); a
         # client_secret extra, from JSON or older connections, still takes precedence.
         secret = connection_field(extras, "client_secret") or password
-        mask(secret)
+        mask(secret, with_prefix=True)
         from urllib.parse import urlsplit
 
         from airflow_provider_aoai.urls import is_loopback

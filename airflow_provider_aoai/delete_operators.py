@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
+from airflow_provider_aoai.retention import check_prune_limits
+from airflow_provider_aoai.validation import check_bool
+
 if TYPE_CHECKING:
     from airflow_provider_aoai.hooks import AzureOpenAIHook
 
@@ -61,7 +64,7 @@ class AzureOpenAIDeleteFileOperator(_AzureOpenAIDeletingOperator):
     def __init__(self, *, file_id: str, fail_if_missing: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.file_id = file_id
-        self.fail_if_missing = fail_if_missing
+        self.fail_if_missing = check_bool(fail_if_missing, "fail_if_missing")
 
     def execute(self, context: Any) -> dict[str, Any]:
         deletion = self.hook.ensure_file_deleted(file_id=self.file_id, fail_if_missing=self.fail_if_missing)
@@ -101,10 +104,13 @@ class AzureOpenAIPruneFilesOperator(_AzureOpenAIDeletingOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.purpose = purpose
+        # Checked when the DAG is parsed; purpose and the prefix are templated: checked in execute.
+        check_prune_limits(older_than=older_than, keep_latest=keep_latest)
         self.older_than = older_than
         self.filename_prefix = filename_prefix
         self.keep_latest = keep_latest
-        self.is_dry_run = dry_run  # not self.dry_run: BaseOperator.dry_run() is a method Airflow calls
+        # Not self.dry_run: BaseOperator.dry_run() is a method Airflow calls.
+        self.is_dry_run = check_bool(dry_run, "dry_run")
 
     def execute(self, context: Any) -> list[str]:
         file_ids = self.hook.prune_files(

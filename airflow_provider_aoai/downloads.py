@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
+from airflow_provider_aoai.exceptions import AzureOpenAIDestinationError, AzureOpenAIInvalidArgumentError
 from airflow_provider_aoai.redaction import redact
 
 
@@ -32,6 +32,12 @@ class LocalDestination:
         fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
         self._temp = Path(name)
         self._out = os.fdopen(fd, "wb")
+        # mkstemp makes the file private (0600); the result gets the mode a new file would (or the old one's).
+        try:
+            mode = self.path.stat().st_mode & 0o7777 if self.path.is_file() else 0o666 & ~_umask()
+            os.fchmod(fd, mode)
+        except OSError:
+            pass  # the download is still right; only its mode is the private default
         return self._out
 
     def commit(self) -> None:
@@ -85,6 +91,26 @@ class ObjectDestination:
         return redact(str(self.path), limit=300)
 
 
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def _object_path_fs(value: Any, argument: str) -> Any:
+    """The fsspec filesystem of an ``ObjectStoragePath``-like value, or ``None`` for anything else."""
+    if isinstance(value, (str, bytes, os.PathLike)) and not hasattr(type(value), "fs"):
+        return None
+    try:
+        fs = getattr(value, "fs", None)
+    except Exception as exc:
+        shown, why = redact(str(value), limit=200), redact(exc, limit=200)
+        raise AzureOpenAIInvalidArgumentError(
+            argument, f"{shown} cannot be opened: {type(exc).__name__}: {why}"
+        ) from None
+    return fs if fs is not None and hasattr(value, "path") and hasattr(value, "open") else None
+
+
 def prepare_destination(
     destination: Any, argument: str = "destination"
 ) -> LocalDestination | ObjectDestination:
@@ -92,8 +118,9 @@ def prepare_destination(
 
     :raises AzureOpenAIInvalidArgumentError: naming ``destination``.
     """
-    if hasattr(destination, "fs") and hasattr(destination, "path") and hasattr(destination, "open"):
-        protocols = destination.fs.protocol
+    fs = _object_path_fs(destination, argument)
+    if fs is not None:
+        protocols = fs.protocol
         protocols = protocols if isinstance(protocols, (tuple, list)) else (protocols,)
         if not any(p in ("file", "local") for p in protocols):
             if destination.fs.isdir(destination.path):
@@ -109,14 +136,21 @@ def prepare_destination(
         raise AzureOpenAIInvalidArgumentError(argument, "must not be empty")
     if "\x00" in text:
         raise AzureOpenAIInvalidArgumentError(argument, "must not contain NUL characters")
-    path = Path(text).expanduser()
-    if text.endswith(("/", os.sep)) or path.is_dir():
-        raise AzureOpenAIInvalidArgumentError(argument, f"{path} is a directory; give a file path")
-    parent = path.parent
-    if not parent.is_dir():
-        raise AzureOpenAIInvalidArgumentError(argument, f"the directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise AzureOpenAIInvalidArgumentError(argument, f"the directory {parent} is not writable")
+    try:
+        path = Path(text).expanduser()
+        if text.endswith(("/", os.sep)) or path.is_dir():
+            raise AzureOpenAIInvalidArgumentError(argument, f"{path} is a directory; give a file path")
+        parent = path.parent
+        if not parent.is_dir():
+            raise AzureOpenAIInvalidArgumentError(argument, f"the directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise AzureOpenAIInvalidArgumentError(argument, f"the directory {parent} is not writable")
+        if len(path.name.encode()) > 200:  # the temporary name beside it adds a prefix and a suffix
+            raise AzureOpenAIInvalidArgumentError(argument, "the file name is longer than 200 bytes")
+    except (OSError, RuntimeError) as exc:  # ~unknown-user, a name too long for the file system, ...
+        raise AzureOpenAIInvalidArgumentError(
+            argument, f"cannot be used: {type(exc).__name__}: {exc}"
+        ) from None
     return LocalDestination(path)
 
 
@@ -127,6 +161,11 @@ def write_download(
     try:
         size = fetch(target.open)
         target.commit()
+    except OSError as exc:  # the download was fine; writing it was not
+        target.discard()
+        raise AzureOpenAIDestinationError(
+            f"destination {target} could not be written: {type(exc).__name__}: {exc.strerror or exc}"
+        ) from None
     except BaseException:
         target.discard()
         raise

@@ -195,6 +195,13 @@ class AzureOpenAIWaitTimeoutError(AzureOpenAIError):
     """A file did not reach a terminal status within the allowed time."""
 
 
+class AzureOpenAIDestinationError(AzureOpenAIError):
+    """A download's destination could not be written (disk full, directory removed, permissions changed).
+
+    What was written is removed; the destination itself is untouched.
+    """
+
+
 class AzureOpenAIStoppedError(AzureOpenAIError):
     """The work was stopped on purpose (the task is being killed: ``on_kill``, SIGTERM, mark failed)."""
 

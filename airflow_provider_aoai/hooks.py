@@ -10,19 +10,23 @@ local and object-storage destinations in :mod:`~airflow_provider_aoai.downloads`
 
 from __future__ import annotations
 
+import hashlib
+import io
+import math
 import threading
 import time
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any, cast
+from typing import IO, Any, cast
 
-from airflow.providers.common.compat.sdk import BaseHook
+from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 
 from airflow_provider_aoai.client import AzureOpenAIClient, MultipartBody, Retry
 from airflow_provider_aoai.connection import build_client
 from airflow_provider_aoai.credentials import mask_url_secrets
 from airflow_provider_aoai.downloads import prepare_destination, write_download
 from airflow_provider_aoai.exceptions import (
+    AzureOpenAIConfigError,
     AzureOpenAIConflictError,
     AzureOpenAIError,
     AzureOpenAIFileProcessingError,
@@ -76,6 +80,7 @@ from airflow_provider_aoai.validation import (
     check_ids,
     check_int,
     check_seconds,
+    check_stop,
     check_text,
 )
 
@@ -165,7 +170,14 @@ class AzureOpenAIHook(BaseHook):
 
         :raises AzureOpenAIConfigError: a connection field is missing or invalid (the message names it).
         """
-        client = build_client(self.get_connection(self.aoai_conn_id), self.aoai_conn_id)
+        try:
+            conn = self.get_connection(self.aoai_conn_id)
+        except AirflowNotFoundException:
+            raise AzureOpenAIConfigError(
+                f"Connection {self.aoai_conn_id!r} is not defined (in the metadata database, an "
+                f"AIRFLOW_CONN_{self.aoai_conn_id.upper()} variable or a secrets backend)"
+            ) from None
+        client = build_client(conn, self.aoai_conn_id)
         self.log.debug("Connection %s -> %s (%s)", self.aoai_conn_id, client.base_url, client.surface.value)
         return client
 
@@ -185,13 +197,20 @@ class AzureOpenAIHook(BaseHook):
         """
         try:
             client = self.client
-            page = client.request_object(
-                "GET",
-                ("files",),
-                expect=ObjectKind.LIST,
-                max_retries=0,
-                timeout=min(client.timeout, TEST_CONNECTION_TIMEOUT),
-            )
+            # A per-read timeout does not bound an answer that trickles in: the deadline shuts the socket.
+            deadline = threading.Timer(TEST_CONNECTION_TIMEOUT, client.abort_in_flight)
+            deadline.daemon = True
+            deadline.start()
+            try:
+                page = client.request_object(
+                    "GET",
+                    ("files",),
+                    expect=ObjectKind.LIST,
+                    max_retries=0,
+                    timeout=min(client.timeout, TEST_CONNECTION_TIMEOUT),
+                )
+            finally:
+                deadline.cancel()
         except AzureOpenAIError as exc:
             return False, str(exc)
         except Exception as exc:
@@ -289,6 +308,7 @@ class AzureOpenAIHook(BaseHook):
         :raises AzureOpenAIInvalidArgumentError: missing, empty or oversized source; bad purpose or filename.
         :raises AzureOpenAISourceChangedError: the source changed while it was sent; nothing was stored.
         """
+        check_stop(stop)
         opened, name = self.check_upload_file(source=source, purpose=purpose, filename=filename)
         fields = {"purpose": purpose}
         if self.surface is Surface.FOUNDRY:
@@ -316,6 +336,28 @@ class AzureOpenAIHook(BaseHook):
         return _file(
             self.client.request_object("GET", ("files", file_id), expect=ObjectKind.FILE, expect_id=file_id)
         )
+
+    def content_md5(self, *, file_id: str) -> str | None:
+        """The md5 (hex) of a file's content, read from the service; ``None`` when it will not serve it.
+
+        How a file is told apart from another of the same name and size (a lost answer's file).
+        """
+        check_id(file_id, "file_id")
+        digest = hashlib.md5(usedforsecurity=False)
+
+        class _Sink(io.RawIOBase):
+            def writable(self) -> bool:
+                return True
+
+            def write(self, chunk: Any) -> int:
+                digest.update(chunk)
+                return len(chunk)
+
+        try:
+            self.client.download(("files", file_id, "content"), lambda: cast(IO[bytes], _Sink()))
+        except AzureOpenAIError:
+            return None
+        return digest.hexdigest()
 
     def status_of(self, file: File) -> FileStatus:
         """The file's status on this connection's surface (Foundry may omit it: a stored file is ready)."""
@@ -364,6 +406,7 @@ class AzureOpenAIHook(BaseHook):
         :raises AzureOpenAINotFoundError: no such file (nothing is written).
         """
         check_id(file_id, "file_id")
+        check_stop(stop)
         target = prepare_destination(destination)
         size = write_download(
             target, lambda open_out: self.client.download(("files", file_id, "content"), open_out, stop=stop)
@@ -386,6 +429,7 @@ class AzureOpenAIHook(BaseHook):
         :raises AzureOpenAIWaitTimeoutError: still not terminal after ``timeout`` seconds.
         """
         check_id(file_id, "file_id")
+        check_stop(stop)
         poll_interval = check_seconds(
             poll_interval, "poll_interval", minimum=MIN_POLL_SECONDS, allow_zero=True
         )
@@ -429,6 +473,12 @@ class AzureOpenAIHook(BaseHook):
             from and the service's (0 when it comes from the service itself, e.g. an upload's ``created_at``).
         """
         check_filename(filename)
+        if (
+            isinstance(created_after, bool)
+            or not isinstance(created_after, (int, float))
+            or not math.isfinite(created_after)
+        ):
+            raise AzureOpenAIInvalidArgumentError("created_after", "must be a finite UNIX time")
         found = []
         for file in self.list_files(purpose=purpose):
             created = file.get("created_at")
@@ -442,7 +492,15 @@ class AzureOpenAIHook(BaseHook):
         return found
 
     # ------------------------------------------------------------------------------ uploads
-    def create_upload(self, *, filename: str, purpose: str, total_bytes: int, mime_type: str) -> Upload:
+    def create_upload(
+        self,
+        *,
+        filename: str,
+        purpose: str,
+        total_bytes: int,
+        mime_type: str,
+        stop: threading.Event | None = None,
+    ) -> Upload:
         """Start a multipart Upload of ``total_bytes`` (at most 9 GiB); returns the Upload (``pending``)."""
         self._require("create_upload", self.surface.supports_uploads)
         check_filename(filename)
@@ -455,6 +513,7 @@ class AzureOpenAIHook(BaseHook):
             expect=ObjectKind.UPLOAD,
             retry=Retry.CREATE,
             json={"filename": filename, "purpose": purpose, "bytes": total_bytes, "mime_type": mime_type},
+            stop=check_stop(stop),
         )
         return _upload(upload)
 
@@ -475,6 +534,9 @@ class AzureOpenAIHook(BaseHook):
         """
         self._require("add_upload_part", self.surface.supports_uploads)
         check_id(upload_id, "upload_id")
+        check_stop(stop)
+        if on_bytes is not None and not callable(on_bytes):
+            raise AzureOpenAIInvalidArgumentError("on_bytes", "must be a callable (or None)")
         if data is not None:
             if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
                 raise AzureOpenAIInvalidArgumentError("data", "must be non-empty bytes")
@@ -510,7 +572,13 @@ class AzureOpenAIHook(BaseHook):
         return cast(UploadPart, part)
 
     def complete_upload(
-        self, *, upload_id: str, part_ids: list[str], md5: str | None = None, upload: Upload | None = None
+        self,
+        *,
+        upload_id: str,
+        part_ids: list[str],
+        md5: str | None = None,
+        upload: Upload | None = None,
+        stop: threading.Event | None = None,
     ) -> Upload:
         """Complete an Upload with its parts in order; returns the Upload with its nested File.
 
@@ -544,6 +612,7 @@ class AzureOpenAIHook(BaseHook):
                 expect=ObjectKind.UPLOAD,
                 expect_id=upload_id,
                 json=body,
+                stop=check_stop(stop),
             )
         except AzureOpenAIConflictError:
             if upload is None:
@@ -622,6 +691,14 @@ class AzureOpenAIHook(BaseHook):
         :raises AzureOpenAIStoppedError: ``stop`` was set; the upload was cancelled.
         """
         self._require("upload_multipart", self.surface.supports_uploads)
+        check_stop(stop)
+        for name, callback in (
+            ("on_upload_created", on_upload_created),
+            ("on_checkpoint", on_checkpoint),
+            ("on_md5", on_md5),
+        ):
+            if callback is not None and not callable(callback):
+                raise AzureOpenAIInvalidArgumentError(name, "must be a callable (or None)")
         check_int(max_concurrency, "max_concurrency", minimum=1, maximum=MAX_CONCURRENCY)
         check_seconds(progress_interval, "progress_interval", minimum=0, allow_zero=True)
         if mime_type is not None:

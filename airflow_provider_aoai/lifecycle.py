@@ -22,7 +22,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow_provider_aoai.exceptions import AzureOpenAINotFoundError
@@ -73,9 +73,21 @@ class FileMemory:
         self.store.delete(FILE_KEY)
 
     def reattach(
-        self, hook: Any, inputs: str, *, filename: str, purpose: str, size: int | None
+        self,
+        hook: Any,
+        inputs: str,
+        *,
+        filename: str,
+        purpose: str,
+        size: int | None,
+        content_md5: Callable[[], str] | None = None,
     ) -> File | None:
-        """The file an earlier try created for the same ``inputs``, if it is still usable; else ``None``."""
+        """The file an earlier try created for the same ``inputs``, if it is still usable; else ``None``.
+
+        :param content_md5: the md5 of what this task uploads. When an earlier try asked for the file but
+            died before the answer, a file is adopted only if its content has this md5 (a file of the same
+            name and size may be another task's); without it (imports), nothing is adopted.
+        """
         record = self.store.get(FILE_KEY)
         if not isinstance(record, dict) or record.get("inputs") != inputs:
             return None
@@ -98,19 +110,25 @@ class FileMemory:
             return None
         # The earlier try died between asking and hearing the answer: did the service create the file?
         found = hook.find_files(filename=filename, purpose=purpose, created_after=asked_at, size=size)
-        if len(found) == 1:
-            self.log.info(
-                "Re-attaching to file %s: an earlier try asked for it but did not live to see the answer",
-                found[0].get("id"),
-            )
-            self.created(found[0]["id"], inputs)
-            return found[0]
-        if found:
-            self.log.warning(
-                "An earlier try may have created %s, but %d files match it; creating a new one",
-                filename,
-                len(found),
-            )
+        if not found:
+            return None
+        if content_md5 is not None:
+            wanted = content_md5()
+            mine = [f for f in found if hook.content_md5(file_id=str(f["id"])) == wanted]
+            if len(mine) == 1:
+                self.log.info(
+                    "Re-attaching to file %s: an earlier try asked for it but did not live to see the answer "
+                    "(same name, size and content)",
+                    mine[0].get("id"),
+                )
+                self.created(str(mine[0]["id"]), inputs)
+                return mine[0]
+        self.log.warning(
+            "An earlier try asked for %s but did not live to see the answer; it cannot be told whether %s is "
+            "that file, so a new one is created (delete the other if it is a duplicate)",
+            filename,
+            ", ".join(str(f.get("id")) for f in found[:10]),
+        )
         return None
 
     def asking(self, inputs: str) -> None:

@@ -15,12 +15,10 @@ source and every other error still cancel it.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIConflictError,
@@ -205,6 +203,7 @@ class ResumableUpload:
             purpose=self.purpose,
             total_bytes=self.source.size,
             mime_type=self.mime_type,
+            stop=self.stop,
         )
         expires_at = upload.get("expires_at")
         checkpoint = UploadCheckpoint(
@@ -217,11 +216,21 @@ class ResumableUpload:
             created_at=int(upload.get("created_at") or time.time()),
             expires_at=int(expires_at) if isinstance(expires_at, (int, float)) else None,
         )
-        with self._lock:
-            self.checkpoint = checkpoint
-            self._report(None)
-        if self.on_upload_created is not None:
-            self.on_upload_created(checkpoint.upload_id)
+        try:
+            with self._lock:
+                self.checkpoint = checkpoint
+                self._report(None)
+            if self.on_upload_created is not None:
+                self.on_upload_created(checkpoint.upload_id)
+        except BaseException as exc:  # e.g. the task_state_store write failed: nobody could resume it
+            self.hook.cancel_upload_quietly(checkpoint.upload_id)
+            if isinstance(exc, Exception):
+                raise AzureOpenAIUploadError(
+                    f"Upload {checkpoint.upload_id} was cancelled: recording it failed "
+                    f"({type(exc).__name__}: {exc})",
+                    upload_id=checkpoint.upload_id,
+                ) from exc
+            raise
         return checkpoint
 
     # ------------------------------------------------------------------ the run
@@ -308,6 +317,7 @@ class ResumableUpload:
                 part_ids=result.part_ids,
                 md5=result.md5,
                 upload=self._upload_of(checkpoint),
+                stop=self.stop,
             )
         except (AzureOpenAINotFoundError, AzureOpenAIConflictError) as exc:
             if resuming:
@@ -364,11 +374,12 @@ class ResumableUpload:
 def find_completed_upload(hook: AzureOpenAIHook, upload: Upload, md5: str | None) -> Upload | None:
     """The completed Upload with its File, if an earlier attempt completed ``upload``; else ``None``.
 
-    The service offers no lookup by upload id, so the File is the one named like the upload, with its
-    purpose and size, created since the upload was (both times on the service's clock). Should several
-    match, the one whose content has the upload's md5 is it; if that cannot be told, nothing is guessed.
+    The service offers no lookup by upload id. The candidates are the files named like the upload, with its
+    purpose and size, created since the upload was (both times on the service's clock); the one whose
+    content has the upload's ``md5`` is its File. Without an md5, or when no candidate's content can be
+    read, nothing is adopted: a file of the same name and size may be another task's.
 
-    :raises AzureOpenAIUploadError: several files match and their content does not tell them apart.
+    :raises AzureOpenAIUploadError: a candidate could not be checked, or several have the same content.
     """
     candidates = hook.find_files(
         filename=upload["filename"],
@@ -377,37 +388,22 @@ def find_completed_upload(hook: AzureOpenAIHook, upload: Upload, md5: str | None
         size=upload.get("bytes"),
         clock_skew=0,
     )
-    if len(candidates) > 1 and md5 is not None:
-        candidates = [f for f in candidates if _content_md5(hook, f["id"]) == md5.lower()] or candidates
-    if not candidates:
+    if not candidates or md5 is None:
         return None
-    if len(candidates) > 1:
-        ids = ", ".join(str(f.get("id")) for f in candidates[:10])
+    digests = {str(f["id"]): hook.content_md5(file_id=str(f["id"])) for f in candidates}
+    matching = [f for f in candidates if digests[str(f["id"])] == md5.lower()]
+    unreadable = [file_id for file_id, digest in digests.items() if digest is None]
+    if len(matching) == 1:
+        hook.log.info("Upload %s was already completed as file %s", upload["id"], matching[0].get("id"))
+        completed: Upload = {**upload, "status": "completed", "file": matching[0]}
+        return completed
+    if matching or unreadable:
+        ids = ", ".join(str(f.get("id")) for f in (matching or candidates)[:10])
+        why = "have its content" if matching else "could not be read to compare their md5"
         raise AzureOpenAIUploadError(
-            f"Upload {upload['id']} was completed, but {len(candidates)} files match it ({ids}); "
-            "cannot tell which one it produced",
+            f"Upload {upload['id']} may have been completed, but {len(matching or unreadable)} file(s) "
+            f"({ids}) {why}; cannot tell which one it produced",
             upload_id=upload["id"],
             cancelled=False,
         )
-    hook.log.info("Upload %s was already completed as file %s", upload["id"], candidates[0].get("id"))
-    completed: Upload = {**upload, "status": "completed", "file": candidates[0]}
-    return completed
-
-
-def _content_md5(hook: AzureOpenAIHook, file_id: str) -> str | None:
-    """The md5 of a file's content, or ``None`` when the service will not serve it."""
-    digest = hashlib.md5(usedforsecurity=False)
-
-    class _Sink(io.RawIOBase):
-        def writable(self) -> bool:
-            return True
-
-        def write(self, chunk: Any) -> int:
-            digest.update(chunk)
-            return len(chunk)
-
-    try:
-        hook.client.download(("files", file_id, "content"), lambda: cast(IO[bytes], _Sink()))
-    except AzureOpenAIError:
-        return None
-    return digest.hexdigest()
+    return None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_aoai.config import default_deferrable
+from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
 from airflow_provider_aoai.lifecycle import (
     FileMemory,
     UploadMemory,
@@ -35,6 +36,7 @@ from airflow_provider_aoai.models import (
     File,
     Upload,
 )
+from airflow_provider_aoai.uploads import md5_of
 from airflow_provider_aoai.validation import MIN_POLL_SECONDS, check_bool, check_int, check_seconds
 
 if TYPE_CHECKING:
@@ -143,7 +145,15 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
         return FileMemory(store, self.log) if store is not None else None
 
     def _create_once(
-        self, context: Any, inputs: str, *, filename: str, purpose: str, size: int | None, create: Any
+        self,
+        context: Any,
+        inputs: str,
+        *,
+        filename: str,
+        purpose: str,
+        size: int | None,
+        create: Any,
+        content_md5: Any = None,
     ) -> File:
         """``create()`` the file unless an earlier try with the same ``inputs`` did; remember what happens."""
         memory = self._file_memory(context)
@@ -151,7 +161,9 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
             if self.force_new:
                 memory.forget()
             else:
-                earlier = memory.reattach(self.hook, inputs, filename=filename, purpose=purpose, size=size)
+                earlier = memory.reattach(
+                    self.hook, inputs, filename=filename, purpose=purpose, size=size, content_md5=content_md5
+                )
                 if earlier is not None:
                     return earlier
             memory.asking(inputs)
@@ -254,6 +266,10 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
         self.source = source
         self.purpose = purpose
         self.filename = filename
+        if mime_type is not None and not isinstance(mime_type, str):
+            raise AzureOpenAIInvalidArgumentError(
+                "mime_type", f"must be a string, got {type(mime_type).__name__}"
+            )
         self.mime_type = mime_type
         self.part_size = check_int(part_size, "part_size", minimum=MIN_PART_BYTES, maximum=MAX_PART_BYTES)
         self.max_concurrency = check_int(
@@ -332,6 +348,7 @@ class AzureOpenAIUploadFileOperator(_AzureOpenAIFileOperator):
             filename=name,
             purpose=self.purpose,
             size=opened.size,
+            content_md5=lambda: md5_of(opened),
             create=lambda: hook.upload_file(
                 source=self.source, purpose=self.purpose, filename=self.filename, stop=self._stop
             ),

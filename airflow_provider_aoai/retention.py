@@ -17,6 +17,7 @@ from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
 from airflow_provider_aoai.models import ALL_PURPOSES, File, FileStatus
 from airflow_provider_aoai.validation import check_bool, check_choice, check_text
 
+MAX_AGE = timedelta(days=36500)
 _GONE = frozenset({FileStatus.DELETING.value, FileStatus.DELETED.value})
 
 
@@ -50,6 +51,7 @@ def prune_rule(
     :raises AzureOpenAIInvalidArgumentError: naming the argument.
     """
     check_choice(purpose, "purpose", ALL_PURPOSES)
+    check_prune_limits(older_than=older_than, keep_latest=keep_latest)
     if not isinstance(older_than, timedelta):
         raise AzureOpenAIInvalidArgumentError(
             "older_than", f"required, a datetime.timedelta such as timedelta(days=30); got {older_than!r}"
@@ -67,6 +69,22 @@ def prune_rule(
     elif not isinstance(now, datetime) or now.tzinfo is None:
         raise AzureOpenAIInvalidArgumentError("now", f"must be a timezone-aware datetime; got {now!r}")
     return PruneRule(purpose, older_than, filename_prefix, keep_latest, now)
+
+
+def check_prune_limits(*, older_than: Any, keep_latest: Any) -> None:
+    """``older_than`` a timedelta from 0 to 100 years, ``keep_latest`` an integer, 0 or more."""
+    if not isinstance(older_than, timedelta):
+        raise AzureOpenAIInvalidArgumentError(
+            "older_than", f"required, a datetime.timedelta such as timedelta(days=30); got {older_than!r}"
+        )
+    if not timedelta(0) <= older_than <= MAX_AGE:
+        raise AzureOpenAIInvalidArgumentError(
+            "older_than", f"must be from 0 to {MAX_AGE.days} days; got {older_than}"
+        )
+    if isinstance(keep_latest, bool) or not isinstance(keep_latest, int) or keep_latest < 0:
+        raise AzureOpenAIInvalidArgumentError(
+            "keep_latest", f"must be an integer, 0 or more; got {keep_latest!r}"
+        )
 
 
 def check_dry_run(value: Any) -> bool:

@@ -681,3 +681,11 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+def md5_of(source: Source) -> str:
+    """The md5 (hex) of a source's content, read once from the start (to recognise a file of ours)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for chunk in source.read_range(0, source.size):
+        digest.update(chunk)
+    return digest.hexdigest()

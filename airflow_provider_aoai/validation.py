@@ -23,6 +23,7 @@ MAX_FILENAME_CHARS = 512
 MAX_URL_CHARS = 8192
 # The trigger never polls faster than this, whatever it is given: a tight loop would hammer the service.
 MIN_POLL_SECONDS = 0.05
+MAX_SECONDS = 30 * 24 * 3600.0
 
 
 def _has_control(text: str) -> bool:
@@ -77,6 +78,9 @@ def check_filename(value: Any, argument: str = "filename") -> str:
     check_text(value, argument, max_chars=MAX_FILENAME_CHARS)
     if "/" in value or "\\" in value:
         raise AzureOpenAIInvalidArgumentError(argument, "must be a file name, not a path (no '/' or '\\')")
+    if '"' in value:
+        # A multipart header cannot carry it faithfully: clients send %22, which the service stores as is.
+        raise AzureOpenAIInvalidArgumentError(argument, 'must not contain a double quote (")')
     if value.strip() in (".", ".."):
         raise AzureOpenAIInvalidArgumentError(argument, f"{value!r} is not a file name")
     return value
@@ -97,9 +101,18 @@ def check_bool(value: Any, argument: str) -> bool:
 
 
 def check_seconds(
-    value: Any, argument: str, *, minimum: float = 0.0, allow_zero: bool = False, maximum: float | None = None
+    value: Any,
+    argument: str,
+    *,
+    minimum: float = 0.0,
+    allow_zero: bool = False,
+    maximum: float = MAX_SECONDS,
 ) -> float:
-    """A finite number of seconds: > ``minimum`` (or >= it with ``allow_zero``), at most ``maximum``."""
+    """A finite number of seconds: > ``minimum`` (or >= it with ``allow_zero``), at most ``maximum``.
+
+    The default ceiling (30 days) is longer than any wait that makes sense and keeps every deadline and
+    sleep within what the clock and ``time.sleep`` can represent.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise AzureOpenAIInvalidArgumentError(argument, f"must be a number of seconds, got {_shown(value)}")
     number = float(value)
@@ -110,7 +123,7 @@ def check_seconds(
         raise AzureOpenAIInvalidArgumentError(
             argument, f"must be {relation} {minimum:g} seconds, got {value!r}"
         )
-    if maximum is not None and number > maximum:
+    if number > maximum:
         raise AzureOpenAIInvalidArgumentError(argument, f"must be at most {maximum:g} seconds, got {value!r}")
     return number
 
@@ -150,4 +163,15 @@ def check_http_url(value: Any, argument: str) -> str:
         )
     if not is_valid_host(parts.hostname):
         raise AzureOpenAIInvalidArgumentError(argument, "has an invalid host name")
+    return value
+
+
+def check_stop(value: Any, argument: str = "stop") -> Any:
+    """A stop event: ``None`` or a ``threading.Event`` (anything with ``is_set()`` and ``wait()``)."""
+    if value is not None and not (
+        callable(getattr(value, "is_set", None)) and callable(getattr(value, "wait", None))
+    ):
+        raise AzureOpenAIInvalidArgumentError(
+            argument, f"must be a threading.Event (or None), got {type(value).__name__}"
+        )
     return value

@@ -618,10 +618,11 @@ def test_auth_rules(emulator):
 
 
 def test_tokens_expire():
-    with Emulator(api_key=API_KEY, token_lifetime_seconds=1) as emu:
+    # Expiry is a whole second (expires_on is an integer): 3 s leave at least 2 for the first request.
+    with Emulator(api_key=API_KEY, token_lifetime_seconds=3) as emu:
         bearer = {"Authorization": f"Bearer {token(emu, 'https://cognitiveservices.azure.com')}"}
         assert requests.get(f"{emu.url}/openai/files", params=V, headers=bearer).status_code == 200
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 8
         while requests.get(f"{emu.url}/openai/files", params=V, headers=bearer).status_code == 200:
             assert time.monotonic() < deadline
             time.sleep(0.1)

@@ -81,7 +81,10 @@ def test_completing_a_completed_upload_finds_its_file(hook, emulator):
     first = hook.complete_upload(upload_id=upload["id"], part_ids=[part["id"]], md5=_md5(data))
     with pytest.raises(AzureOpenAIConflictError):  # without the upload, there is nothing to look up
         hook.complete_upload(upload_id=upload["id"], part_ids=[part["id"]])
-    again = hook.complete_upload(upload_id=upload["id"], part_ids=[part["id"]], upload=upload)
+    # Without the md5 a file of the same name and size cannot be told from another task's: not adopted.
+    with pytest.raises(AzureOpenAIConflictError):
+        hook.complete_upload(upload_id=upload["id"], part_ids=[part["id"]], upload=upload)
+    again = hook.complete_upload(upload_id=upload["id"], part_ids=[part["id"]], md5=_md5(data), upload=upload)
     assert again["status"] == "completed" and again["file"]["id"] == first["file"]["id"]
 
 

@@ -1,0 +1,223 @@
+"""A misbehaving service (README "An answer must be what was asked for", "Errors", test_connection's
+promise; issue 7 section 7). Real HTTP: tests/misbehaving.py scripts answers, adversary/hostile.py trickles
+or never ends them, the emulator plays the lost-complete cases."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from adversary.helpers import md5
+from adversary.hostile import HostileService, endless, trickle
+from airflow_provider_aoai.exceptions import (
+    AzureOpenAIConflictError,
+    AzureOpenAIError,
+    AzureOpenAIResponseError,
+    AzureOpenAIUploadError,
+)
+from tests.conftest import API_KEY, CHAT_LINE, jsonl, set_connection
+from tests.misbehaving import Answer, MisbehavingService
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def service(monkeypatch):
+    with MisbehavingService() as svc:
+        set_connection(
+            monkeypatch,
+            "adv_bad",
+            host=svc.url,
+            password=API_KEY,
+            extra={"max_retries": 2, "retry_backoff": 0.01, "timeout": 5},
+        )
+        yield svc
+
+
+def _hook(conn_id: str = "adv_bad"):
+    from airflow_provider_aoai.hooks import AzureOpenAIHook
+
+    return AzureOpenAIHook(aoai_conn_id=conn_id)
+
+
+def _file(**fields) -> bytes:
+    return json.dumps(
+        {
+            "object": "file",
+            "id": "file-1",
+            "bytes": 1,
+            "created_at": 1,
+            "filename": "a",
+            "purpose": "fine-tune",
+            **fields,
+        }
+    ).encode()
+
+
+# ------------------------------------------------------------------------------------------ Retry-After
+@pytest.mark.parametrize("header", ["retry-after", "retry-after-ms"])
+@pytest.mark.parametrize("with_stop", [False, True], ids=["no stop", "stop event"])
+def test_a_nan_retry_after_is_a_typed_error(service, header, with_stop, tmp_path):
+    """FINDING: `Retry-After: nan` parses as float('nan'); max(nan, 0.0) is nan and min(nan, 60) is nan, so
+    time.sleep(nan) / Event.wait(nan) raise a raw ValueError("Invalid value NaN")."""
+    service.answer = Answer(status=503, body=b"{}", headers={header: "nan"})
+    with pytest.raises(AzureOpenAIError):
+        if with_stop:  # the retry loop waits on the event: Event.wait(nan)
+            _hook().download_file(file_id="file-1", destination=tmp_path / "out", stop=threading.Event())
+        else:  # time.sleep(nan)
+            _hook().get_file(file_id="file-1")
+
+
+@pytest.mark.parametrize(
+    "value", ["-1", "Wed, 21 Oct 2015 07:28:00 GMT", "Wed, 99 Oct 2015 07:28:00 GMT", "garbage", "0"]
+)
+def test_held_odd_retry_after_values_do_not_stall(service, value):
+    service.answer = Answer(status=503, body=b"{}", headers={"retry-after": value})
+    started = time.monotonic()
+    with pytest.raises(AzureOpenAIError):
+        _hook().get_file(file_id="file-1")
+    assert time.monotonic() - started < 5 and len(service.seen) == 3
+
+
+# ------------------------------------------------------------------------------------------ wrong objects
+def test_a_data_plane_file_without_status_is_not_processed(service):
+    """FINDING: a data-plane answer {"object": "file", "id": "file-1"} (no status, or status null) is taken
+    for a *processed* file -- FileStatus.of treats a missing status as "ready" on every surface, though
+    only Foundry's FileInfo may omit it. wait_for_file (and the sensor) succeed at once."""
+    service.answer = Answer(body=json.dumps({"object": "file", "id": "file-1"}).encode())
+    with pytest.raises(AzureOpenAIError):
+        _hook().wait_for_file(file_id="file-1", poll_interval=0.05, timeout=0.5)
+
+
+def test_a_completed_upload_must_name_its_file(service):
+    """FINDING: a completed Upload whose file id is "" passes check_object (it only asks for a str); the
+    multipart operator would return it and push "" as the file id."""
+    service.answer = Answer(
+        body=json.dumps(
+            {"object": "upload", "id": "up-1", "status": "completed", "file": {"id": ""}}
+        ).encode()
+    )
+    with pytest.raises(AzureOpenAIResponseError):
+        _hook().complete_upload(upload_id="up-1", part_ids=["p"])
+
+
+def test_a_part_of_another_upload_is_not_accepted(service):
+    """LOW: a part answer whose upload_id is another upload's is accepted (only the object kind is checked)."""
+    service.answer = Answer(
+        body=json.dumps({"object": "upload.part", "id": "p", "upload_id": "OTHER"}).encode()
+    )
+    with pytest.raises(AzureOpenAIResponseError):
+        _hook().add_upload_part(upload_id="up-1", data=b"x")
+
+
+def test_a_created_object_with_an_unusable_id_is_a_response_error(service):
+    """LOW: create_upload answering id ".." succeeds; the next call then blames the caller's *argument*
+    ("upload_id: '..' is not an id") and the upload is not cancelled. Same for import_file ("../x")."""
+    service.answer = Answer(body=json.dumps({"object": "upload", "id": "..", "status": "pending"}).encode())
+    with pytest.raises(AzureOpenAIResponseError):
+        _hook().create_upload(filename="a.jsonl", purpose="fine-tune", total_bytes=5, mime_type="text/jsonl")
+
+
+# ------------------------------------------------------------------------------------------ slow and huge answers
+def test_test_connection_answers_within_15_seconds_even_from_a_slowloris(monkeypatch):
+    """FINDING: README: test_connection "waits at most 15 s". requests' timeout is per socket read, so an
+    answer that trickles one byte a second never times out: a 27-byte list takes 26 s, a longer one as
+    long as the server likes (the same holds for every call: there is no overall deadline)."""
+    body = b'{"object":"list","data":[]}'
+    with HostileService(trickle(body, every=1.0)) as hostile:
+        set_connection(monkeypatch, "adv_slow", host=hostile.url, password=API_KEY, extra={"max_retries": 0})
+        started = time.monotonic()
+        _hook("adv_slow").test_connection()
+        elapsed = time.monotonic() - started
+    assert elapsed < 16, f"test_connection took {elapsed:.0f}s"
+
+
+def test_an_endless_error_body_is_not_read_to_its_end(monkeypatch):
+    """FINDING: an error answer is read whole (response.json()) before its message is cut to 1 KB. A body of
+    64 MiB is read completely (and about 3.5x its size is held in memory: 256 MiB of error body took the
+    worker to ~890 MB RSS); a proxy that never ends the body exhausts the worker's memory."""
+    with HostileService(endless(status=500, limit=64 * MiB)) as hostile:
+        set_connection(monkeypatch, "adv_huge", host=hostile.url, password=API_KEY, extra={"max_retries": 0})
+        with pytest.raises(AzureOpenAIError) as caught:
+            _hook("adv_huge").list_files()
+        sent = hostile.body_bytes_sent
+    assert len(str(caught.value)) < 2048
+    assert sent < 16 * MiB, f"the client read {sent // MiB} MiB of the error body"
+
+
+def test_held_a_10_mb_error_message_is_cut(service):
+    service.answer = Answer(
+        status=400, body=json.dumps({"error": {"code": "x", "message": "m" * 10_000_000}}).encode()
+    )
+    with pytest.raises(AzureOpenAIError) as caught:
+        _hook().list_files()
+    assert len(str(caught.value)) < 2048
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Answer(status=307, body=b"", headers={"Location": "http://evil.example/"}),
+        Answer(body=b"<html>hello</html>", content_type="text/html"),
+        Answer(body=b"[1, 2]"),
+        Answer(body=b'{"object": "list", "data": []}'),
+        Answer(body=_file(id="file-2", status="processed")),
+        Answer(status=204, body=b""),
+    ],
+    ids=["redirect", "html", "array", "list for a file", "another id", "204"],
+)
+def test_held_wrong_answers_are_response_errors(service, answer):
+    service.answer = answer
+    with pytest.raises(AzureOpenAIResponseError) as caught:
+        _hook().get_file(file_id="file-1")
+    assert caught.value.status == answer.status
+    assert len(service.seen) == 1  # never followed, never retried
+
+
+# ------------------------------------------------------------------------------------------ lost completes (emulator)
+def _prepared(hook, data: bytes, name: str):
+    upload = hook.create_upload(
+        filename=name, purpose="fine-tune", total_bytes=len(data), mime_type="text/jsonl"
+    )
+    part = hook.add_upload_part(upload_id=upload["id"], data=data)
+    return upload, [part["id"]]
+
+
+def test_held_409_on_complete_with_no_file_raises(hook, emulator):
+    data = jsonl([CHAT_LINE] * 3)
+    upload, parts = _prepared(hook, data, "adv-409-nofile.jsonl")
+    hook.cancel_upload(upload_id=upload["id"])
+    with pytest.raises(AzureOpenAIConflictError):
+        hook.complete_upload(upload_id=upload["id"], part_ids=parts, md5=md5(data), upload=upload)
+
+
+def test_held_a_lost_complete_finds_its_file_among_twins_by_md5(hook, emulator):
+    ours = jsonl(
+        [{"messages": [{"role": "user", "content": "ours-1"}, {"role": "assistant", "content": "a"}]}] * 5
+    )
+    twin = jsonl(
+        [{"messages": [{"role": "user", "content": "twin-2"}, {"role": "assistant", "content": "a"}]}] * 5
+    )
+    upload, parts = _prepared(hook, ours, "adv-twins.jsonl")
+    other, other_parts = _prepared(hook, twin, "adv-twins.jsonl")
+    emulator.faults.inject("uploads.complete", drop=True, after=True, path_contains=upload["id"])
+    hook.complete_upload(upload_id=other["id"], part_ids=other_parts, md5=md5(twin))
+    done = hook.complete_upload(upload_id=upload["id"], part_ids=parts, md5=md5(ours), upload=upload)
+    stream, _ = emulator.store.open_content(done["file"]["id"])
+    with stream:
+        assert stream.read() == ours
+
+
+def test_held_a_lost_complete_with_identical_twins_refuses_to_guess(hook, emulator):
+    data = jsonl(
+        [{"messages": [{"role": "user", "content": "same"}, {"role": "assistant", "content": "a"}]}] * 5
+    )
+    upload, parts = _prepared(hook, data, "adv-same.jsonl")
+    other, other_parts = _prepared(hook, data, "adv-same.jsonl")
+    emulator.faults.inject("uploads.complete", drop=True, after=True, path_contains=upload["id"])
+    hook.complete_upload(upload_id=other["id"], part_ids=other_parts, md5=md5(data))
+    with pytest.raises(AzureOpenAIUploadError, match="cannot tell"):
+        hook.complete_upload(upload_id=upload["id"], part_ids=parts, md5=md5(data), upload=upload)
