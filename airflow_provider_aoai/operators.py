@@ -291,20 +291,31 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
             memory.forget()  # type: ignore[union-attr]
             resume_from = None
         keep = memory is not None and not is_last_try(context, self.retries)
-        upload = hook.upload_multipart(
-            source=self.source,
-            purpose=self.purpose,
-            filename=self.filename,
-            mime_type=self.mime_type,
-            part_size=self.part_size,
-            max_concurrency=self.max_concurrency,
-            progress_interval=self.progress_interval,
-            stop=self._stop,
-            resume_from=resume_from,
-            on_checkpoint=memory.save if memory is not None else None,
-            keep_on_failure=lambda exc: keep and not self._stop.is_set(),
-            on_md5=self._record_md5,
-        )
+        try:
+            upload = hook.upload_multipart(
+                source=self.source,
+                purpose=self.purpose,
+                filename=self.filename,
+                mime_type=self.mime_type,
+                part_size=self.part_size,
+                max_concurrency=self.max_concurrency,
+                progress_interval=self.progress_interval,
+                stop=self._stop,
+                resume_from=resume_from,
+                on_checkpoint=memory.save if memory is not None else None,
+                keep_on_failure=lambda exc: keep and not self._stop.is_set(),
+                on_md5=self._record_md5,
+            )
+        except BaseException:
+            # An upload an earlier try kept must not outlive a try that will not be retried, even when this
+            # one failed before it got to it (a source gone, bad input): nothing stays pending.
+            if (
+                resume_from is not None
+                and resume_from.file_id is None
+                and not (keep and not self._stop.is_set())
+            ):
+                hook.cancel_upload_quietly(resume_from.upload_id)
+            raise
         return self._finish(upload, upload["file"]["id"])
 
 
