@@ -130,6 +130,14 @@ class AzureOpenAIHook(BaseHook):
         self.aoai_conn_id = check_text(aoai_conn_id, "aoai_conn_id", max_chars=250)
 
     @classmethod
+    def from_client(cls, client: AzureOpenAIClient, aoai_conn_id: str = default_conn_name) -> AzureOpenAIHook:
+        """A hook that sends its requests through ``client`` (one shared by the triggers of a process, see
+        :mod:`~airflow_provider_aoai.clients`) instead of building its own from the connection."""
+        hook = cls(aoai_conn_id=aoai_conn_id)
+        hook.__dict__["client"] = client  # what the cached property would have built
+        return hook
+
+    @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Airflow 2 reads this; Airflow 3 reads the same dict from the provider info."""
         from airflow_provider_aoai.provider_info import UI_FIELD_BEHAVIOUR
