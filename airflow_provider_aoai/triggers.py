@@ -10,7 +10,6 @@ operators resume the same way.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_aoai.clients import run_blocking, shared_clients
+from airflow_provider_aoai.clients import run_blocking, shared_clients, sleep_on_tick
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIError,
     AzureOpenAIFileProcessingError,
@@ -89,7 +88,7 @@ class AzureOpenAIFileStatusTrigger(BaseTrigger):
             self.log.debug(
                 "File %s is %s; checking again in %ss", self.file_id, status.value, self.poll_interval
             )
-            await asyncio.sleep(self.poll_interval)
+            await sleep_on_tick(self.poll_interval)
 
 
 def _get_file(aoai_conn_id: str, file_id: str) -> File:
