@@ -450,10 +450,13 @@ class AzureOpenAIClient:
             data = json_module.dumps(payload, allow_nan=False).encode()
             all_headers["Content-Type"] = "application/json"
         target = f"{url}?{urlencode(query)}" if query else url
+        parts = urlsplit(target)
         try:
             raw = pool.urlopen(
                 method,
-                target,
+                f"{parts.path}?{parts.query}"
+                if parts.query
+                else parts.path,  # origin-form, as requests sends
                 body=data,
                 headers=all_headers,
                 retries=False,
