@@ -529,6 +529,7 @@ class _Pool:
             if job is None:
                 return
             index, size, content, slot = job
+            del job  # else the finished part's buffer lives on while this thread waits for the next job
             try:
                 if not self.halted.is_set():
                     part_id = self._send_part(index, size, content)
