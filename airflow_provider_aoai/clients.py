@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 import weakref
@@ -40,11 +41,12 @@ BLOCKING_THREADS = 8
 # Waits wake on a shared tick of this many seconds (at most a tenth of their interval), so that their
 # polls share wake-ups and thread hops.
 TICK_SECONDS = 1.0
-# The blocking calls made in one turn of the event loop are shared by one thread per CALLS_PER_THREAD of
-# them (parallel requests help only a slow service; on a fast one the GIL makes extra threads cost CPU),
-# and handed back to the loop CALLS_PER_HAND_BACK at a time.
-CALLS_PER_THREAD = 64
-CALLS_PER_HAND_BACK = 16
+# The blocking calls made in one turn of the event loop are shared by as many threads as it takes to run
+# them in about BATCH_TARGET_SECONDS, judging by how long calls took so far: one thread for a fast service
+# (with the GIL, more would only cost CPU), up to BLOCKING_THREADS for a slow one. Results go back to the
+# loop at least every HAND_BACK_SECONDS.
+BATCH_TARGET_SECONDS = 0.25
+HAND_BACK_SECONDS = 0.05
 
 T = TypeVar("T")
 
@@ -148,18 +150,19 @@ Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
 
 class _Batches:
     """The blocking calls made in one turn of an event loop, run back to back by worker threads, their
-    results handed back to the loop ``CALLS_PER_HAND_BACK`` at a time.
+    results handed back to the loop in groups.
 
     Waking a thread, and then the loop again, costs more CPU than a status request itself (about 0.6 ms
     against 0.3 ms on a 2-core VM). A thousand waits polling every 10 s make 100 calls a second; with
-    :func:`sleep_on_tick` they come in a few groups a second, and each group takes a few hops. A group is
-    shared by one thread per ``CALLS_PER_THREAD`` calls, so a slow service still gets parallel requests.
+    :func:`sleep_on_tick` they come in one group a second, which takes one or two hops when the service
+    answers fast, and more threads (up to ``BLOCKING_THREADS``) when it answers slowly.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pending: list[Call] = []
         self.flush_at: asyncio.Handle | None = None
+        self.call_seconds = 0.05  # a running mean of how long one call takes; pessimistic at first
 
     def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
         future: asyncio.Future[T] = self.loop.create_future()
@@ -171,12 +174,14 @@ class _Batches:
     def flush(self) -> None:
         batch, self.pending, self.flush_at = self.pending, [], None
         calls = collections.deque(batch)
+        threads = math.ceil(len(batch) * self.call_seconds / BATCH_TARGET_SECONDS)
         executor = _blocking_executor()
-        for _ in range(min(BLOCKING_THREADS, -(-len(batch) // CALLS_PER_THREAD))):
+        for _ in range(max(1, min(BLOCKING_THREADS, threads))):
             executor.submit(self._drain, calls)
 
     def _drain(self, calls: collections.deque[Call]) -> None:
         outcomes: list[Outcome] = []
+        handed_back = time.monotonic()
         while True:
             try:
                 call, future = calls.popleft()
@@ -184,13 +189,16 @@ class _Batches:
                 break
             if future.cancelled():
                 continue
+            started = time.monotonic()
             try:
                 outcomes.append((future, call(), None))
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
                 outcomes.append((future, None, exc))
-            if len(outcomes) >= CALLS_PER_HAND_BACK:
+            now = time.monotonic()
+            self.call_seconds += (now - started - self.call_seconds) / 8
+            if now - handed_back >= HAND_BACK_SECONDS:
                 self._hand_back(outcomes)
-                outcomes = []
+                outcomes, handed_back = [], now
         if outcomes:
             self._hand_back(outcomes)
 

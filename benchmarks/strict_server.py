@@ -63,7 +63,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "strict-bench"
     state: State
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     # ------------------------------------------------------------------ plumbing

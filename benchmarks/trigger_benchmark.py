@@ -15,7 +15,6 @@ Prints one JSON line (``--json``) or a short table.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import os
@@ -179,6 +178,26 @@ def _polls(url: str) -> int:
     return sum(1 for c in calls if c["operation"] == "files.get")
 
 
+def report(result: dict) -> None:
+    print()
+    print(
+        f"{result['triggers']:,} deferred waits in one event loop, polling every {result['poll_seconds']:g} s, "
+        f"against the emulator (its own process); {result['seconds']:g} s windows"
+    )
+    print(
+        f"  CPU of the triggerer      {result['cpu_percent']:5.1f}% of a core "
+        f"(user {result['cpu_user_percent']:.1f}%)   goal <= 5%"
+    )
+    print(
+        f"  event loop lag            {result['lag_max_ms']:5.1f} ms worst, {result['lag_p99_ms']:.1f} ms 99th "
+        f"percentile   goal <= 50 ms"
+    )
+    print(f"  open sockets (most)       {result['peak_sockets']:5d}   goal <= 16")
+    print(f"  polls answered            {result['polls_per_second']:5.1f} per second")
+    if result["ended_early"]:
+        print(f"  !! {result['ended_early']} waits ended before the end (they should all still be waiting)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -194,8 +213,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        for key, value in result.items():
-            print(f"{key:>14}: {value:.1f}" if isinstance(value, float) else f"{key:>14}: {value}")
+        report(result)
     return 0
 
 
