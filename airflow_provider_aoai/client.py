@@ -44,7 +44,6 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from airflow_provider_aoai.exceptions import (
@@ -305,6 +304,24 @@ class MultipartBody:
         yield self._tail
 
 
+class _ReadAnswer:
+    """An answer read whole by :meth:`AzureOpenAIClient._send_direct`, with the part of
+    ``requests.Response`` that this module reads (status, reason, headers, JSON, close)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.status_code: int = raw.status
+        self.reason: str = raw.reason or ""
+        self.headers = raw.headers  # case-insensitive, like requests'
+        self._body: bytes = raw.data
+
+    def json(self) -> Any:
+        """:raises ValueError: the body is not JSON."""
+        return json_module.loads(self._body)
+
+    def close(self) -> None:
+        pass  # read whole: the connection is back in its pool already
+
+
 class _InFlight:
     """The connections a client has checked out right now, so :meth:`abort` can shut their sockets."""
 
@@ -440,8 +457,9 @@ class AzureOpenAIClient:
         wait: float,
     ) -> requests.Response:
         """A request without a streamed body, straight on the host's urllib3 pool (same TLS settings and
-        in-flight tracking as requests uses): about half the CPU of ``Session.request``, which matters to a
-        triggerer polling a thousand files. Failures are raised as requests raises them."""
+        in-flight tracking as requests uses), its answer read whole: less than half the CPU of
+        ``Session.request``, which matters to a triggerer polling a thousand files. Failures are raised as
+        requests raises them; the answer offers what this module reads of a ``requests.Response``."""
         import urllib3
 
         all_headers = {**self._base_headers, **headers}
@@ -462,7 +480,7 @@ class AzureOpenAIClient:
                 retries=False,
                 redirect=False,
                 assert_same_host=False,
-                preload_content=False,
+                preload_content=True,  # a JSON answer, read whole here: a broken one is a connection error
                 decode_content=True,
                 timeout=self._timeouts.get(wait) or self._timeouts.setdefault(wait, urllib3.Timeout(wait)),
             )
@@ -474,14 +492,7 @@ class AzureOpenAIClient:
             raise requests.exceptions.ReadTimeout(exc) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise requests.exceptions.ConnectionError(exc) from exc
-        response = requests.Response()
-        response.status_code = raw.status
-        response.headers = CaseInsensitiveDict(raw.headers)
-        response.raw = raw
-        response.reason = raw.reason or ""
-        response.url = target
-        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
-        return response
+        return cast(requests.Response, _ReadAnswer(raw))
 
     @property
     def host(self) -> str:
