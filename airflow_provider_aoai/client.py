@@ -444,7 +444,9 @@ class AzureOpenAIClient:
             return None  # proxies (and their headers) are left to requests
         adapter = cast(HTTPAdapter, self.session.get_adapter(self.base_url))
         probe = requests.Request("GET", self.base_url).prepare()
-        return adapter.get_connection_with_tls_context(probe, self.session.verify)
+        pool = adapter.get_connection_with_tls_context(probe, self.session.verify)
+        adapter.cert_verify(pool, self.base_url, self.session.verify, None)  # the CA bundle, as send() sets
+        return pool
 
     def _send_direct(
         self,
@@ -467,14 +469,11 @@ class AzureOpenAIClient:
         if payload is not None:
             data = json_module.dumps(payload, allow_nan=False).encode()
             all_headers["Content-Type"] = "application/json"
-        target = f"{url}?{urlencode(query)}" if query else url
-        parts = urlsplit(target)
+        path = urlsplit(url).path  # the request line in origin-form, as requests sends it
         try:
             raw = pool.urlopen(
                 method,
-                f"{parts.path}?{parts.query}"
-                if parts.query
-                else parts.path,  # origin-form, as requests sends
+                f"{path}?{urlencode(query)}" if query else path,
                 body=data,
                 headers=all_headers,
                 retries=False,
