@@ -8,8 +8,10 @@ changed (their fingerprint differs), the next call gets a new client and the old
 still running on it finish first.
 
 Everything that blocks (reading the connection, importing the HTTP stack on first use, the requests) runs in
-a small thread pool of its own through :func:`run_blocking`, never on the event loop. The pool's size bounds
-the sockets open at once. This module imports nothing heavy; the hook is imported in a worker thread.
+a small thread pool of its own through :func:`run_blocking`, never on the event loop; the pool's size bounds
+the sockets open at once. Waking threads costs more CPU than a poll itself, so waits sleep until a tick
+shared by the process (:func:`sleep_on_tick`) and the calls made together share a few thread hops. This
+module imports nothing heavy; the hook is imported in a worker thread.
 """
 
 from __future__ import annotations
