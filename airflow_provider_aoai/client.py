@@ -427,6 +427,10 @@ class AzureOpenAIClient:
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if bundle:
             self.session.verify = bundle
+        self._prefix = {Surface.DATA_PLANE: "/openai", Surface.V1: "/openai/v1", Surface.FOUNDRY: ""}[
+            self.surface
+        ]
+        self._base_path = urlsplit(self.base_url).path
         self._base_headers = dict(self.session.headers)  # requests' defaults, for _send_direct
         self._timeouts: dict[float, Any] = {}
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
@@ -452,7 +456,7 @@ class AzureOpenAIClient:
         self,
         pool: HTTPConnectionPool,
         method: str,
-        url: str,
+        target: str,
         query: dict[str, Any],
         payload: Any,
         headers: dict[str, str],
@@ -469,11 +473,10 @@ class AzureOpenAIClient:
         if payload is not None:
             data = json_module.dumps(payload, allow_nan=False).encode()
             all_headers["Content-Type"] = "application/json"
-        path = urlsplit(url).path  # the request line in origin-form, as requests sends it
         try:
             raw = pool.urlopen(
                 method,
-                f"{path}?{urlencode(query)}" if query else path,
+                f"{target}?{urlencode(query)}" if query else target,
                 body=data,
                 headers=all_headers,
                 retries=False,
@@ -501,10 +504,13 @@ class AzureOpenAIClient:
 
     def url(self, path: Path) -> str:
         """The URL of ``path``; every segment is percent-encoded with nothing safe (an id is one segment)."""
+        return f"{self.base_url}{self._prefix}/{self._quoted(path)}"
+
+    @staticmethod
+    def _quoted(path: Path) -> str:
         if isinstance(path, str):
             raise TypeError("path must be a sequence of segments, e.g. ('files', file_id)")
-        prefix = {Surface.DATA_PLANE: "/openai", Surface.V1: "/openai/v1", Surface.FOUNDRY: ""}[self.surface]
-        return f"{self.base_url}{prefix}/" + "/".join(quote(segment, safe="") for segment in path)
+        return "/".join(quote(segment, safe="") for segment in path)
 
     def close(self) -> None:
         """Close idle connections; requests under way finish, and a later request opens new ones."""
@@ -546,8 +552,8 @@ class AzureOpenAIClient:
         :raises AzureOpenAIConnectionError: when the service cannot be reached.
         :raises AzureOpenAIStoppedError: ``stop`` was set.
         """
-        url = self.url(path)
-        shown = "/".join(quote(segment, safe="") for segment in path)
+        shown = self._quoted(path)
+        url = f"{self.base_url}{self._prefix}/{shown}"
         query = dict(params or {})
         if self.api_version:
             query["api-version"] = self.api_version
@@ -567,7 +573,8 @@ class AzureOpenAIClient:
                     self.__dict__.pop("_direct", None)
                     direct = self._direct
                 if direct is not None:
-                    response = self._send_direct(direct, method, url, query, json, headers, wait)
+                    target = f"{self._base_path}{self._prefix}/{shown}"  # origin-form, as requests sends
+                    response = self._send_direct(direct, method, target, query, json, headers, wait)
                 else:
                     response = self.session.request(
                         method,
