@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 MiB = 1024 * 1024
 API_KEY = "benchmark-api-key-0123456789"
@@ -208,12 +209,15 @@ def main() -> int:
         "--seconds", type=float, default=60.0, help="measured window, after one poll interval"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--json-file", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     result = measure(args.triggers, args.poll, args.seconds)
     if args.json:
         print(json.dumps(result))
     else:
         report(result)
+    if args.json_file:
+        args.json_file.write_text(json.dumps(result))
     return 0
 
 

@@ -183,7 +183,7 @@ def main() -> int:
     wan_bandwidth = args.wan_mbps * 1e6
     loopback = Server(spool / "loopback")
     wan = Server(spool / "wan", wan_bandwidth, args.wan_latency_ms / 1000)
-    figures: dict = {"part_mib": args.part_mib, "concurrency": conc, "sizes": {}}
+    figures: dict = {"part_mib": args.part_mib, "concurrency": conc, "wan_mb_s": args.wan_mbps, "sizes": {}}
     try:
         _, baseline = run_worker("baseline", loopback)
         figures["baseline_rss"] = baseline
