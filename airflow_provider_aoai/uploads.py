@@ -22,6 +22,7 @@ and takes it back. Nothing here speaks HTTP.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
@@ -612,12 +613,55 @@ def _part_range(index: int, part_size: int, total: int) -> tuple[int, int]:
     return offset, min(part_size, total - offset)
 
 
+class _Pacer:
+    """Keeps the sending of a local file's parts from running far ahead of the md5 pass.
+
+    The md5 pass is one core's work that cannot be split, and an upload ends only when it does. When the
+    network is faster than md5 (a fast link, loopback), parts sent all at once early on take the CPU from
+    it and then leave a core idle (measured on 2 cores: 4 parts in flight went from 380 to 460-500 MB/s,
+    the md5 rate being 520). So a part starts only while the parts started so far hold at most one part
+    more than the pass has hashed. As soon as sending is seen to lag hashing (a slow link: the parts in
+    flight have read less than the pass), every part may start.
+    """
+
+    def __init__(self, missing: list[int], part_size: int, total: int, pool: _Pool, source: Source) -> None:
+        self.pending = collections.deque(missing)
+        self.part_size = part_size
+        self.total = total
+        self.pool = pool
+        self.source = source
+        self.lead = part_size
+        self.started = 0  # bytes of the parts handed to the pool
+        self.read_for_sending = 0  # bytes the parts have read so far (a retry counts again)
+        self.lock = threading.Lock()
+        self.open = False
+
+    def _content(self, offset: int, size: int) -> Iterator[bytes | memoryview]:
+        for chunk in self.source.read_range(offset, size):
+            with self.lock:
+                self.read_for_sending += len(chunk)
+            yield chunk
+
+    def release(self, hashed: int) -> None:
+        """Start the parts that may start now that ``hashed`` bytes are hashed."""
+        if not self.open and self.started > hashed and self.read_for_sending + 2 * HASH_CHUNK < hashed:
+            self.open = True  # the parts in flight lag the md5 pass: sending cannot slow it
+        while self.pending and (self.open or self.started <= hashed + self.lead):
+            index = self.pending.popleft()
+            offset, size = _part_range(index, self.part_size, self.total)
+            self.pool.submit(index, size, lambda offset=offset, size=size: self._content(offset, size), None)
+            self.started += size
+
+    def release_all(self) -> None:
+        self.open = True
+        self.release(self.total)
+
+
 def _send_streamed(
     source: Source, part_size: int, missing: list[int], pool: _Pool, stop: threading.Event | None
 ) -> str:
-    for index in missing:
-        offset, size = _part_range(index, part_size, source.size)
-        pool.submit(index, size, lambda offset=offset, size=size: source.read_range(offset, size), None)
+    pacer = _Pacer(missing, part_size, source.size, pool, source)
+    pacer.release(0)
     # The md5 pass runs here while the pool sends: one sequential read, overlapping with the network.
     digest = hashlib.md5(usedforsecurity=False)
     buffer = bytearray(HASH_CHUNK)
@@ -634,10 +678,12 @@ def _send_streamed(
                 )
             digest.update(view[:read])
             remaining -= read
+            pacer.release(source.size - remaining)
         if stream.read(1):
             raise AzureOpenAISourceChangedError(
                 f"source changed during upload: {source.description} grew beyond {source.size} bytes"
             )
+    pacer.release_all()
     return digest.hexdigest()
 
 
