@@ -69,6 +69,7 @@ from airflow_provider_aoai.uploads import (
     check_jsonl_start,
     check_part_size,
     open_source,
+    verify_content,
 )
 from airflow_provider_aoai.validation import (
     MIN_POLL_SECONDS,
@@ -135,6 +136,14 @@ class AzureOpenAIHook(BaseHook):
     def __init__(self, aoai_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.aoai_conn_id = check_text(aoai_conn_id, "aoai_conn_id", max_chars=250)
+
+    @classmethod
+    def from_client(cls, client: AzureOpenAIClient, aoai_conn_id: str = default_conn_name) -> AzureOpenAIHook:
+        """A hook that sends its requests through ``client`` (one shared by the triggers of a process, see
+        :mod:`~airflow_provider_aoai.clients`) instead of building its own from the connection."""
+        hook = cls(aoai_conn_id=aoai_conn_id)
+        hook.__dict__["client"] = client  # what the cached property would have built
+        return hook
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -315,8 +324,18 @@ class AzureOpenAIHook(BaseHook):
             fields["filename"] = name
 
         def content() -> Any:
-            yield from opened.read_range(0, opened.size)
-            opened.check_unchanged()  # before the closing boundary: a changed source never completes the body
+            # Checked before the closing boundary: a changed source never completes the body.
+            if opened.fingerprint.marker is not None:
+                yield from opened.read_range(0, opened.size)
+                opened.check_unchanged()
+                return
+            # No modification time or version to compare (an in-memory file object): the bytes sent must be
+            # the bytes the source holds once they are sent.
+            sent = hashlib.md5(usedforsecurity=False)
+            for chunk in opened.read_range(0, opened.size):
+                sent.update(chunk)
+                yield chunk
+            verify_content(opened, sent.hexdigest())
 
         body = MultipartBody(
             fields=fields, file_field="file", filename=name, size=opened.size, content=content, stop=stop

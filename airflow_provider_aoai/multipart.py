@@ -40,6 +40,7 @@ from airflow_provider_aoai.uploads import (
     UploadCheckpoint,
     part_count,
     send_parts,
+    verify_content,
 )
 
 if TYPE_CHECKING:
@@ -310,6 +311,8 @@ class ResumableUpload:
                 stop=self.stop,
             )
             self.source.check_unchanged()
+            if self.source.fingerprint.marker is None:  # nothing else to tell a rewrite by
+                verify_content(self.source, result.md5)
             if self.on_md5 is not None:
                 self.on_md5(result.md5)
             completed = self.hook.complete_upload(

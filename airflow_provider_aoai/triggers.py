@@ -1,14 +1,15 @@
 """AzureOpenAIFileStatusTrigger: waits in the triggerer until a file is terminal, then yields one event.
 
-The blocking hook call runs in a worker thread (``asyncio.to_thread``), so the triggerer's event loop is
-never blocked and HTTP stays in the client module. Every event says why it fired in a machine-readable
+All the triggers of a process share one client per connection id (:mod:`~airflow_provider_aoai.clients`:
+one session pool, one token cache, rebuilt when the connection changes). Every blocking step (reading the
+connection, importing the HTTP stack, the request) runs in that module's worker threads, so the triggerer's
+event loop never waits; polls log at debug only. Every event says why it fired in a machine-readable
 ``status``; :func:`file_from_event` turns it back into the File or the matching exception, so sensors and
 operators resume the same way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_aoai.clients import run_blocking, shared_clients, sleep_on_tick
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIError,
     AzureOpenAIFileProcessingError,
@@ -67,17 +69,13 @@ class AzureOpenAIFileStatusTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_aoai.hooks import AzureOpenAIHook
-
-        hook = AzureOpenAIHook(aoai_conn_id=self.aoai_conn_id)
         base = {"file_id": self.file_id}
         while True:
             try:
-                file = await asyncio.to_thread(hook.get_file, file_id=self.file_id)
+                file, status = await run_blocking(_get_file, self.aoai_conn_id, self.file_id)
             except AzureOpenAIError as exc:
                 yield TriggerEvent({**base, "status": EVENT_ERROR, "message": str(exc)})
                 return
-            status = hook.status_of(file)
             if status.is_terminal:
                 event = EVENT_FAILED if status.is_failure else EVENT_SUCCESS
                 yield TriggerEvent({**base, "status": event, "file": file})
@@ -89,7 +87,14 @@ class AzureOpenAIFileStatusTrigger(BaseTrigger):
             self.log.debug(
                 "File %s is %s; checking again in %ss", self.file_id, status.value, self.poll_interval
             )
-            await asyncio.sleep(self.poll_interval)
+            await sleep_on_tick(self.poll_interval)
+
+
+def _get_file(aoai_conn_id: str, file_id: str) -> tuple[File, FileStatus]:
+    """One status check through the process's shared client (runs in a worker thread)."""
+    hook = shared_clients.hook(aoai_conn_id)
+    file = hook.get_file(file_id=file_id)
+    return file, hook.status_of(file)
 
 
 def file_from_event(event: Any, expected_file_id: str | None = None) -> File:

@@ -1,185 +1,281 @@
-"""Benchmarks: multipart upload throughput and peak memory, and the DAG-parse cost of our operators.
+"""Benchmark: multipart uploads, each figure next to its reference measured in the same run.
 
-Uploads one file (1 GiB by default) through ``AzureOpenAIHook.upload_multipart`` to an emulator process, at
-concurrency 1 and 4, on loopback and on a simulated WAN link (per-connection bandwidth cap plus latency).
-Every upload runs in a fresh worker process so its peak RSS is its own; the baseline is the RSS of a worker
-that imports the same code and builds the hook but uploads nothing.
+For each size (512 MiB and 1 GiB by default; ``--big`` adds 9 GiB) one random file is uploaded in
+``--part-mib`` parts to ``strict_server.py`` (its own process: every check of the service, the md5 one just
+after ``complete``; see its docstring), by a fresh worker process per upload, so that its peak RSS is its
+own. Only the upload call is timed; after it the file must become ``processed`` (md5 verified) or the run
+fails.
+
+* loopback: the openai SDK's ``upload_file_chunked`` (one part at a time, no md5), then ours
+  (``AzureOpenAIHook.upload_multipart``, md5 included) at 1 and at ``--concurrency`` parts in flight;
+  references: the SDK, and the md5 rate of one core over the same file (hashlib, file in the page cache);
+* WAN-like link (``--wan-mbps`` per connection, ``--wan-latency-ms`` added per request): the SDK and ours at
+  ``--concurrency``; reference: the link limit, per-connection bandwidth x connections;
+* memory: each worker's peak RSS against the baseline, a worker that imports the same code and builds the
+  hook and its client but uploads nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
-import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import requests
 
 MiB = 1024 * 1024
 API_KEY = "benchmark-api-key-0123456789"
+HERE = Path(__file__).resolve().parent
 
 WORKER = r"""
 import json, os, sys, time
-from airflow_provider_aoai.hooks import AzureOpenAIHook
-hook = AzureOpenAIHook(aoai_conn_id="aoai_default")
-hook.client
-if sys.argv[1] == "baseline":
+mode, url = sys.argv[1], sys.argv[2]
+if mode == "sdk":
+    from pathlib import Path
+    import openai
+    client = openai.AzureOpenAI(azure_endpoint=url, api_key=os.environ["BENCH_API_KEY"],
+                                api_version="2024-10-21", max_retries=0, timeout=600)
+else:
+    from airflow_provider_aoai.hooks import AzureOpenAIHook
+    hook = AzureOpenAIHook(aoai_conn_id="aoai_bench")
+    hook.client
+if mode == "baseline":
     print(json.dumps({}))
     sys.exit(0)
-source, concurrency, part_size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+source, concurrency, part_size = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 started = time.perf_counter()
-upload = hook.upload_multipart(source=source, purpose="assistants", part_size=part_size,
-                               max_concurrency=concurrency, progress_interval=3600)
+if mode == "sdk":
+    upload = client.uploads.upload_file_chunked(
+        file=Path(source), mime_type="application/octet-stream", purpose="assistants", part_size=part_size
+    ).model_dump()
+else:
+    upload = hook.upload_multipart(source=source, purpose="assistants", part_size=part_size,
+                                   max_concurrency=concurrency, progress_interval=3600)
 seconds = time.perf_counter() - started
-hook.delete_file(file_id=upload["file"]["id"])
-print(json.dumps({"seconds": seconds, "bytes": upload["bytes"]}))
+print(json.dumps({"seconds": seconds, "bytes": upload["bytes"], "file_id": upload["file"]["id"]}))
 """
 
 
-def run_worker(env: dict[str, str], *args: str) -> tuple[dict, int]:
-    """Run the worker; return its JSON output and its own peak RSS in bytes (from wait4)."""
+class Server:
+    """strict_server.py in its own process."""
+
+    def __init__(self, spool: Path, bandwidth: float | None = None, latency: float = 0.0) -> None:
+        command = [
+            sys.executable,
+            str(HERE / "strict_server.py"),
+            "--api-key",
+            API_KEY,
+            "--spool",
+            str(spool),
+        ]
+        if bandwidth:
+            command += ["--bandwidth", str(bandwidth), "--latency", str(latency)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip().rsplit(" ", 1)[1]
+
+    def wait_processed(self, file_id: str, timeout: float = 600.0) -> None:
+        """Wait (untimed) for the server's md5 check; fail the run on anything but ``processed``."""
+        headers = {"api-key": API_KEY}
+        file_url = f"{self.url}/openai/files/{file_id}?api-version=2024-10-21"
+        deadline = time.monotonic() + timeout
+        while True:
+            file = requests.get(file_url, headers=headers, timeout=30).json()
+            if file["status"] == "processed":
+                break
+            if file["status"] != "pending" or time.monotonic() > deadline:
+                raise SystemExit(f"the server did not accept the upload: {file}")
+            time.sleep(0.05)
+        requests.delete(file_url, headers=headers, timeout=30).raise_for_status()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def run_worker(mode: str, server: Server, *args: str) -> tuple[dict, int]:
+    """Run one worker; return its JSON output (plus its CPU seconds) and its own peak RSS in bytes."""
+    env = {
+        **os.environ,
+        "BENCH_API_KEY": API_KEY,
+        "AIRFLOW_CONN_AOAI_BENCH": json.dumps({"conn_type": "aoai", "host": server.url, "password": API_KEY}),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    }
     process = subprocess.Popen(
-        [sys.executable, "-c", WORKER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-c", WORKER, mode, server.url, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     _, status, usage = os.wait4(process.pid, 0)
+    assert process.stdout is not None and process.stderr is not None
     out, err = process.stdout.read(), process.stderr.read()
     process.stdout.close()
     process.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"worker failed:\n{err.decode()[-3000:]}")
-    return json.loads(out.decode().strip().splitlines()[-1]), usage.ru_maxrss * 1024
+        raise SystemExit(f"{mode} worker failed:\n{err.decode()[-3000:]}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    if "file_id" in result:
+        server.wait_processed(result["file_id"])
+    return result, usage.ru_maxrss * 1024
 
 
 def make_source(path: Path, size: int) -> None:
-    block = os.urandom(MiB)  # incompressible, but cheap to write
+    block = os.urandom(4 * MiB)  # incompressible; distinct blocks would not change any figure
     with path.open("wb") as out:
-        for _ in range(size // MiB):
-            out.write(block)
+        for offset in range(0, size, len(block)):
+            out.write(block[: min(len(block), size - offset)])
 
 
-def import_cost() -> tuple[float, float]:
-    """Cumulative import time (ms) of our operators module, and of the Airflow SDK it builds on."""
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import airflow_provider_aoai.operators"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    cumulative = {}
-    for line in result.stderr.splitlines():
-        match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|\s+(\S.*)$", line)
-        if match:
-            cumulative[match.group(2).strip()] = int(match.group(1)) / 1000.0
-    ours = cumulative.get("airflow_provider_aoai.operators", float("nan"))
-    airflow = max((v for k, v in cumulative.items() if k == "airflow"), default=float("nan"))
-    return ours, airflow
+def md5_rate(path: Path) -> float:
+    """One core's md5 rate over ``path`` (read from the page cache), in MB/s: the best of three passes."""
+    best = 0.0
+    buffer = bytearray(4 * MiB)
+    view = memoryview(buffer)
+    for _ in range(3):
+        digest = hashlib.md5(usedforsecurity=False)
+        started = time.perf_counter()
+        with path.open("rb", buffering=0) as stream:
+            while count := stream.readinto(buffer):
+                digest.update(view[:count])
+        best = max(best, path.stat().st_size / (time.perf_counter() - started) / 1e6)
+    return best
+
+
+def spool_root(need: int) -> Path:
+    """A tmpfs for the server's spool when it has room (no disk writeback competing for the CPU)."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and shutil.disk_usage(shm).free > need * 1.2:
+        return Path(tempfile.mkdtemp(prefix="aoai-bench-", dir=shm))
+    return Path(tempfile.mkdtemp(prefix="aoai-bench-spool-"))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size-mib", type=int, default=1024)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes-mib", default="512,1024", help="comma-separated file sizes, MiB")
+    parser.add_argument("--big", action="store_true", help="also upload a 9 GiB file")
     parser.add_argument("--part-mib", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument(
-        "--wan-mbps", type=float, default=50.0, help="per-connection cap on the WAN link, MB/s"
+        "--wan-mbps", type=float, default=40.0, help="per-connection cap on the WAN link, MB/s"
     )
-    parser.add_argument("--wan-latency-ms", type=float, default=40.0)
+    parser.add_argument("--wan-latency-ms", type=float, default=20.0)
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--loopback-only", action="store_true", help="skip the WAN runs (and their report)")
     args = parser.parse_args()
-
+    sizes = [int(s) for s in args.sizes_mib.split(",") if s] + ([9 * 1024] if args.big else [])
+    part = args.part_mib * MiB
+    conc = args.concurrency
     work = Path(tempfile.mkdtemp(prefix="aoai-bench-"))
-    source = work / "dataset.bin"
-    print(f"Writing a {args.size_mib} MiB source file...", flush=True)
-    make_source(source, args.size_mib * MiB)
-
-    emulator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_aoai.emulator",
-            "--api-key",
-            API_KEY,
-            "--data-dir",
-            str(work / "emulator"),
-            "--processing-seconds",
-            "0",
-            "--max-upload-bytes",
-            str(max(args.size_mib * MiB, 1)),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    spool = spool_root(max(sizes) * MiB)
+    wan_bandwidth = args.wan_mbps * 1e6
+    loopback = Server(spool / "loopback")
+    wan = Server(spool / "wan", wan_bandwidth, args.wan_latency_ms / 1000)
+    figures: dict = {"part_mib": args.part_mib, "concurrency": conc, "wan_mb_s": args.wan_mbps, "sizes": {}}
     try:
-        url = emulator.stdout.readline().strip().rsplit(" ", 1)[1]
-        env = {
-            **os.environ,
-            "AIRFLOW_CONN_AOAI_DEFAULT": json.dumps({"conn_type": "aoai", "host": url, "password": API_KEY}),
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        }
-        _, baseline = run_worker(env, "baseline")
-        rows = []
-        for link_name, link in (
-            ("loopback", {}),
-            (
-                f"WAN {args.wan_mbps:g} MB/s/conn + {args.wan_latency_ms:g} ms",
-                {
-                    "bandwidth_bytes_per_second": args.wan_mbps * 1e6,
-                    "latency_seconds": args.wan_latency_ms / 1000,
-                },
-            ),
-        ):
-            requests.post(
-                f"{url}/_emulator/link",
-                json=link or {"bandwidth_bytes_per_second": None},
-                headers={"api-key": API_KEY},
-                timeout=10,
-            ).raise_for_status()  # the control endpoints need the key: a silent 401 would drop the WAN row
-            for concurrency in (1, 4):
-                result, peak = run_worker(
-                    env, "upload", str(source), str(concurrency), str(args.part_mib * MiB)
+        _, baseline = run_worker("baseline", loopback)
+        figures["baseline_rss"] = baseline
+        for size_mib in sizes:
+            source = work / f"source-{size_mib}.bin"
+            print(f"Writing a {size_mib} MiB source file...", flush=True)
+            make_source(source, size_mib * MiB)
+            rate = md5_rate(source)
+            runs: dict = {"md5_mb_s": rate}
+            plan = [
+                ("loopback", "sdk", 1, loopback),
+                ("loopback", "ours", 1, loopback),
+                ("loopback", "ours", conc, loopback),
+                ("wan", "sdk", 1, wan),
+                ("wan", "ours", conc, wan),
+            ]
+            for link, mode, in_flight, server in plan:
+                if args.loopback_only and link == "wan":
+                    continue
+                result, peak = run_worker(mode, server, str(source), str(in_flight), str(part))
+                runs[f"{link}/{mode}/{in_flight}"] = {
+                    "seconds": result["seconds"],
+                    "mb_s": result["bytes"] / result["seconds"] / 1e6,
+                    "peak_rss": peak,
+                    "cpu_seconds": result["cpu_seconds"],
+                }
+                print(
+                    f"  {size_mib} MiB {link} {mode} x{in_flight}: {result['seconds']:.2f} s, "
+                    f"worker CPU {result['cpu_seconds']:.2f} s",
+                    flush=True,
                 )
-                rows.append(
-                    (
-                        link_name,
-                        concurrency,
-                        result["bytes"] / result["seconds"] / 1e6,
-                        result["seconds"],
-                        peak,
-                        peak - baseline,
-                    )
-                )
-                print(f"  done: {link_name}, concurrency {concurrency}", flush=True)
+            figures["sizes"][size_mib] = runs
+            source.unlink()
     finally:
-        emulator.terminate()
-        emulator.wait(timeout=30)
-        emulator.stdout.close()
-
-    print()
-    print(
-        f"Multipart upload of {args.size_mib} MiB in {args.part_mib} MiB parts "
-        "(upload_multipart -> emulator process)"
-    )
-    print(f"{'link':<34} {'conc':>4} {'MB/s':>8} {'seconds':>8} {'peak RSS':>10} {'above baseline':>15}")
-    for link_name, concurrency, rate, seconds, peak, extra in rows:
-        print(
-            f"{link_name:<34} {concurrency:>4} {rate:>8.1f} {seconds:>8.1f} "
-            f"{peak / MiB:>8.0f} MiB {extra / MiB:>11.0f} MiB"
-        )
-    print(
-        f"baseline worker RSS (imports + hook, no upload): {baseline / MiB:.0f} MiB; "
-        f"bound to beat: concurrency x part size = 1 x {args.part_mib} / 4 x {args.part_mib} MiB"
-    )
-    ours, airflow = import_cost()
-    print()
-    print(
-        f"DAG-parse cost: import airflow_provider_aoai.operators = {ours:.0f} ms cumulative "
-        f"(of which the airflow package itself: {airflow:.0f} ms)"
-    )
-    source.unlink()
+        loopback.stop()
+        wan.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(spool, ignore_errors=True)
+    if args.loopback_only:
+        print(json.dumps(figures, indent=1))
+        return 0
+    report(figures, args.wan_mbps, args.wan_latency_ms)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def report(figures: dict, wan_mbps: float, wan_latency_ms: float) -> None:
+    conc, part_mib = figures["concurrency"], figures["part_mib"]
+    baseline = figures["baseline_rss"]
+    print()
+    print(
+        f"Multipart uploads in {part_mib} MiB parts to strict_server.py (its own process); upload call timed"
+    )
+    for size_mib, runs in figures["sizes"].items():
+        size = size_mib * MiB
+        sdk, ours1, ours = runs["loopback/sdk/1"], runs["loopback/ours/1"], runs[f"loopback/ours/{conc}"]
+        md5 = runs["md5_mb_s"]
+        floor = min(sdk["mb_s"], md5)
+        print()
+        print(f"== {size_mib} MiB ==")
+        print(
+            f"loopback, md5 included   reference: SDK {sdk['mb_s']:.0f} MB/s (no md5); md5 on one core {md5:.0f} MB/s"
+        )
+        for name, run in ((f"ours, {conc} in flight", ours), ("ours, 1 in flight", ours1)):
+            print(
+                f"  {name:<22} {run['mb_s']:7.0f} MB/s = {run['mb_s'] / floor:.2f} x min(SDK, md5)"
+                f"   (goal >= 0.90)"
+            )
+        wsdk, wours = runs["wan/sdk/1"], runs[f"wan/ours/{conc}"]
+        limit = wan_mbps * conc
+        limit_seconds = size / (limit * 1e6)
+        print(
+            f"WAN {wan_mbps:g} MB/s per connection + {wan_latency_ms:g} ms, {conc} in flight   "
+            f"reference: SDK {wsdk['mb_s']:.1f} MB/s; link limit {conc} x {wan_mbps:g} = {limit:g} MB/s "
+            f"({limit_seconds:.2f} s)"
+        )
+        print(
+            f"  ours                   {wours['mb_s']:7.1f} MB/s = {wours['mb_s'] / wsdk['mb_s']:.2f} x the SDK"
+            f" (goal >= 3.5), {wours['seconds'] / limit_seconds:.2f} x the limit's time (goal <= 1.15)"
+        )
+        print(
+            f"peak RSS                 reference: worker baseline {baseline / MiB:.0f} MiB (goal: + 64 MiB at most)"
+        )
+        for key, run in runs.items():
+            if key == "md5_mb_s":
+                continue
+            link, mode, in_flight = key.split("/")
+            print(
+                f"  {link:<8} {mode:<4} x{in_flight:<3} {run['peak_rss'] / MiB:6.0f} MiB = baseline + "
+                f"{(run['peak_rss'] - baseline) / MiB:.0f} MiB"
+            )
 
 
 if __name__ == "__main__":

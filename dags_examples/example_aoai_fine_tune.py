@@ -73,7 +73,7 @@ with DAG(
         source=dataset,  # the path the write_dataset task returned
         purpose="fine-tune",
         filename="training.jsonl",
-        part_size=8 * 1024 * 1024,  # memory is about max_concurrency x part_size
+        part_size=8 * 1024 * 1024,  # local files stream; remote sources buffer max_concurrency x part_size
         max_concurrency=4,
         outlets=[TRAINING_SET],  # the event's extra: file_id, filename, bytes, purpose, status
     )

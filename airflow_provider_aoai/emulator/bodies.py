@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from airflow_provider_aoai.emulator.errors import bad
+from airflow_provider_aoai.emulator.store import end_sparse, write_sparse
 from airflow_provider_aoai.models import Surface, purposes_for
 
 if TYPE_CHECKING:
@@ -132,13 +133,14 @@ async def read_form(request: Request, store: Store, *, file_field: str, max_byte
                 f"'{file_field}' exceeds the limit of {max_bytes} bytes.", file_field, status=413
             )
         elif sink is not None:
-            sink.write(data[start:end])
+            write_sparse(sink, data[start:end])
 
     def on_part_end() -> None:
         sink = state["sink"]
         if isinstance(sink, bytearray):
             fields[state["name"]] = sink.decode("utf-8", "replace")
         elif sink is not None:
+            end_sparse(sink)
             sink.close()
             form_file = state["file"]
             form_file.size = state["size"]

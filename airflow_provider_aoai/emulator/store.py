@@ -34,6 +34,21 @@ from airflow_provider_aoai.models import (
 from airflow_provider_aoai.redaction import redact, redact_url
 
 COPY_CHUNK = 1024 * 1024
+_ZEROS = bytes(COPY_CHUNK)
+
+
+def write_sparse(out: BinaryIO, chunk: bytes) -> None:
+    """Write ``chunk`` to ``out``, or skip over it when it is all zeros, leaving a hole: a sparse upload (the
+    9 GiB memory test's) then takes no disk. Call :func:`end_sparse` once the last chunk is written."""
+    if len(chunk) <= COPY_CHUNK and chunk == _ZEROS[: len(chunk)]:
+        out.seek(len(chunk), os.SEEK_CUR)
+    else:
+        out.write(chunk)
+
+
+def end_sparse(out: BinaryIO) -> None:
+    """Give ``out`` its full size even when it ends in a hole (skipped zeros at the end)."""
+    out.truncate(out.tell())
 
 
 class DownloadError(Exception):
@@ -448,7 +463,8 @@ class Store:
                     with (self.data_dir / "parts" / upload_id / part["id"]).open("rb") as stream:
                         while chunk := stream.read(COPY_CHUNK):
                             digest.update(chunk)
-                            out.write(chunk)
+                            write_sparse(out, chunk)
+                end_sparse(out)
             if md5 is not None and md5.lower() != digest.hexdigest():
                 assembled.unlink(missing_ok=True)
                 raise StoreError(

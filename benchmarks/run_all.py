@@ -1,0 +1,233 @@
+"""Run every benchmark in one go and print the figures; ``--results`` rewrites ``benchmarks/RESULTS.md``.
+
+Options: ``--big`` adds the 9 GiB upload; ``--quiet-load L`` first waits (up to 30 minutes, checking every
+30 s) until the machine's 1-minute load average is below ``L``, since figures taken on a busy machine say
+more about its neighbours than about this code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def wait_for_quiet(limit: float, patience: float = 1800, every: float = 30) -> None:
+    deadline = time.monotonic() + patience
+    while load() >= limit and time.monotonic() < deadline:
+        print(f"waiting for a quiet machine: 1-minute load {load():.2f} >= {limit}", flush=True)
+        time.sleep(every)
+    print(f"1-minute load {load():.2f} at the start", flush=True)
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    memory = next(
+        (
+            int(line.split()[1]) // (1024 * 1024)
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
+    return (
+        f"{os.cpu_count()} cores ({model}), {memory} GiB of memory, Linux {platform.release()}, "
+        f"Python {platform.python_version()}, Airflow {version('apache-airflow')}, "
+        f"openai {version('openai')}, requests {version('requests')}, urllib3 {version('urllib3')}"
+    )
+
+
+def run(command: list[str]) -> str:
+    """Run a benchmark, echoing its output as it comes; return the output."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    if process.wait() != 0:
+        raise SystemExit(f"{' '.join(command)} failed")
+    return "".join(lines)
+
+
+def import_cost() -> str:
+    """The DAG-parse cost: cumulative import time of our operators module, and of Airflow within it."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import airflow_provider_aoai.operators"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cumulative = {}
+    for line in result.stderr.splitlines():
+        match = re.match(r"import time:\s+\d+ \|\s+(\d+) \|\s+(\S.*)$", line)
+        if match:
+            cumulative[match.group(2).strip()] = int(match.group(1)) / 1000.0
+    ours = cumulative.get("airflow_provider_aoai.operators", float("nan"))
+    airflow = cumulative.get("airflow", float("nan"))
+    return (
+        f"DAG-parse cost: import airflow_provider_aoai.operators = {ours:.0f} ms cumulative "
+        f"(of which the airflow package itself: {airflow:.0f} ms)"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--big", action="store_true", help="also upload a 9 GiB file")
+    parser.add_argument("--quiet-load", type=float, help="wait until the 1-minute load is below this")
+    parser.add_argument("--results", action="store_true", help="rewrite benchmarks/RESULTS.md from this run")
+    args = parser.parse_args()
+    if args.quiet_load is not None:
+        wait_for_quiet(args.quiet_load)
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="aoai-bench-figures-") as scratch:
+        upload_json, wait_json = Path(scratch) / "uploads.json", Path(scratch) / "waits.json"
+        uploads = run(
+            [sys.executable, str(HERE / "upload_benchmark.py"), "--json", str(upload_json)]
+            + (["--big"] if args.big else [])
+        )
+        waits = run([sys.executable, str(HERE / "trigger_benchmark.py"), "--json-file", str(wait_json)])
+        goals = goal_table(json.loads(upload_json.read_text()), json.loads(wait_json.read_text()))
+    parse = import_cost()
+    print(f"\n{parse}")
+    load_after = os.getloadavg()
+    print(f"\n{goals}")
+    print(f"\nload average (1, 5, 15 min): {load_before} at the start, {load_after} at the end")
+    if args.results:
+        command = "bash benchmarks/run.sh " + " ".join(sys.argv[1:])
+        write_results(command, started, load_before, load_after, uploads, waits, parse, goals)
+    return 0
+
+
+def goal_table(uploads: dict, waits: dict) -> str:
+    """The issue's goals, each with this run's figures (one per upload size) and whether all of them meet it."""
+    conc = uploads["concurrency"]
+    sizes = list(uploads["sizes"].items())
+
+    def row(goal: str, values: list[float], fmt: str, met) -> str:
+        shown = ", ".join(f"{fmt.format(v)} ({size} MiB)" for (size, _), v in zip(sizes, values, strict=True))
+        return f"| {goal} | {shown} | {'yes' if all(met(v) for v in values) else '**no**'} |"
+
+    def ratio(runs: dict, key: str) -> float:
+        return runs[key]["mb_s"] / min(runs["loopback/sdk/1"]["mb_s"], runs["md5_mb_s"])
+
+    mib = 1024 * 1024
+    lines = [
+        "| goal | this run | met |",
+        "|---|---|---|",
+        row(
+            f"WAN-like link, {conc} in flight: >= 3.5 x the SDK",
+            [r[f"wan/ours/{conc}"]["mb_s"] / r["wan/sdk/1"]["mb_s"] for _, r in sizes],
+            "{:.2f} x",
+            lambda v: v >= 3.5,
+        ),
+        row(
+            f"WAN-like link, {conc} in flight: <= 1.15 x the link limit's time",
+            [r[f"wan/ours/{conc}"]["mb_s"] ** -1 * (uploads["wan_mb_s"] * conc) for _, r in sizes],
+            "{:.2f} x",
+            lambda v: v <= 1.15,
+        ),
+        row(
+            f"loopback, md5 included, {conc} in flight: >= 0.9 x min(SDK, one-core md5)",
+            [ratio(r, f"loopback/ours/{conc}") for _, r in sizes],
+            "{:.2f} x",
+            lambda v: v >= 0.9,
+        ),
+        row(
+            "loopback, md5 included, 1 in flight: >= 0.9 x min(SDK, one-core md5)",
+            [ratio(r, "loopback/ours/1") for _, r in sizes],
+            "{:.2f} x",
+            lambda v: v >= 0.9,
+        ),
+        row(
+            "peak RSS of our workers <= baseline + 64 MiB",
+            [
+                max(v["peak_rss"] for k, v in r.items() if k != "md5_mb_s" and "/ours/" in k) / mib
+                - uploads["baseline_rss"] / mib
+                for _, r in sizes
+            ],
+            "+{:.0f} MiB",
+            lambda v: v <= 64,
+        ),
+    ]
+    for goal, value, fmt, met in (
+        ("1,000 waits: CPU <= 5% of a core", waits["cpu_percent"], "{:.1f}%", waits["cpu_percent"] <= 5),
+        ("1,000 waits: event loop lag <= 50 ms", waits["lag_max_ms"], "{:.1f} ms", waits["lag_max_ms"] <= 50),
+        ("1,000 waits: <= 16 open sockets", waits["peak_sockets"], "{}", waits["peak_sockets"] <= 16),
+    ):
+        lines.append(f"| {goal} | {fmt.format(value)} | {'yes' if met else '**no**'} |")
+    return "\n".join(lines)
+
+
+def write_results(
+    command: str, started, load_before, load_after, uploads: str, waits: str, parse: str, goals: str
+) -> None:
+    text = f"""# Benchmark results
+
+Regenerated by `{command}`: everything below is that one run's output, unedited.
+
+- Machine: {machine()}.
+- Date: {started:%Y-%m-%d %H:%M} UTC.
+- Load average (1, 5, 15 min): {", ".join(f"{v:.2f}" for v in load_before)} at the start,
+  {", ".join(f"{v:.2f}" for v in load_after)} at the end. The machine is shared; its other users add to these.
+- To reproduce: `bash benchmarks/run.sh` (add `--big` for 9 GiB, `--quiet-load 0.7` to wait for a quiet
+  machine first, `--results` to rewrite this file). It sets up `.venv` when needed.
+
+The uploads go to `strict_server.py` in its own process, which checks what the service checks; it verifies
+the md5 just after answering `complete`, and each run waits (untimed) until it has. On this 2-core machine the
+md5 pass, one core's work that cannot be split, is the longest task of an upload on loopback: whatever else
+runs (the server, other users of the machine) slows it.
+
+## The issue's goals
+
+{goals}
+
+## Uploads
+
+```
+{uploads.strip()}
+```
+
+## Deferred waits
+
+```
+{waits.strip()}
+```
+
+## DAG-parse cost
+
+```
+{parse}
+```
+"""
+    (HERE / "RESULTS.md").write_text(text)
+    print(f"wrote {HERE / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
