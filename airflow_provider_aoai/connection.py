@@ -178,7 +178,9 @@ def read_settings(conn: Any, conn_id: str) -> ConnectionSettings:
     if conn.login is not None and conn.login != "" and fields.raw("client_id") is None:
         login = conn.login
         if not isinstance(login, str) or any(ch.isspace() or ord(ch) < 32 for ch in login.strip()):
-            raise fields.error("login", "(the client id) must not contain whitespace or control characters")
+            raise fields.error(
+                "login", "(used as the client_id) must not contain whitespace or control characters"
+            )
     if surface is Surface.FOUNDRY and fields.raw("auth_type") in (None, "api_key"):
         raise AzureOpenAIConfigError(
             f"Connection {conn_id!r}: Foundry project endpoints accept only Microsoft Entra ID tokens; set "

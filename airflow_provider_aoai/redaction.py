@@ -69,6 +69,11 @@ def redact_url(url: str) -> str:
     return _remove_secrets(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
 
 
+def redact_known(text: str) -> str:
+    """``text`` with only the registered secrets replaced (no URL or query rules): for ids and paths."""
+    return _remove_secrets(text)
+
+
 def _remove_secrets(text: str) -> str:
     pattern = _pattern
     return pattern.sub(REDACTED, text) if pattern is not None else text

@@ -650,6 +650,11 @@ def send_parts(
         else:
             md5 = _send_buffered(source, part_size, count, set(missing), pool, max_concurrency, stop)
         pool.wait_idle(stop)
+    except (OSError, ValueError) as exc:  # the sequential read failed: deleted, closed, unreadable
+        raise AzureOpenAISourceChangedError(
+            f"source changed during upload: {source.description} can no longer be read "
+            f"({type(exc).__name__}: {redact(exc, limit=200)})"
+        ) from None
     finally:
         pool.close()
     if _stopped(stop):

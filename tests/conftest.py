@@ -33,6 +33,11 @@ else:
                     "classpath": _LOCAL_BUNDLE,
                     "kwargs": {"path": str(Path(__file__).resolve().parent / "dags")},
                 },
+                {
+                    "name": "aoai-adversarial-dags",
+                    "classpath": _LOCAL_BUNDLE,
+                    "kwargs": {"path": str(Path(__file__).resolve().parent / "adversarial" / "dags")},
+                },
             ]
         ),
     )

@@ -1,4 +1,4 @@
-"""DAGs of the adversarial system attacks (a real Airflow 3.3 deployment, see adversary/system)."""
+"""DAGs of the adversarial system attacks (a real Airflow 3.3 deployment, see tests/adversarial/system)."""
 
 from __future__ import annotations
 

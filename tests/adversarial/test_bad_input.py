@@ -13,8 +13,8 @@ from datetime import timedelta
 
 import pytest
 
-from adversary.helpers import requests_served
 from airflow_provider_aoai.exceptions import AzureOpenAIError, AzureOpenAIInvalidArgumentError
+from tests.adversarial.helpers import requests_served
 from tests.conftest import set_connection
 
 MiB = 1024 * 1024

@@ -2,7 +2,7 @@
 tests/system/deployment.py): SIGTERM (mark failed) while `complete` is slow, SIGKILL while `complete` is
 slow, SIGKILL right after the upload was created, and a clear of the successful task.
 
-Run alone (about 3 minutes): ``.venv/bin/python -m pytest adversary/system -p no:cacheprovider -s``.
+Part of the whole suite (marked ``system``); alone: ``bash scripts/test.sh tests/adversarial/system -s``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ import pytest
 from tests.system.conftest import AIRFLOW_TOO_OLD, AIRFLOW_TOO_OLD_REASON
 from tests.system.deployment import SUPERVISOR_ESCALATION_SECONDS, Deployment, gone, wait_for
 
-pytestmark = [pytest.mark.skipif(AIRFLOW_TOO_OLD, reason=AIRFLOW_TOO_OLD_REASON), pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.skipif(AIRFLOW_TOO_OLD, reason=AIRFLOW_TOO_OLD_REASON),
+    pytest.mark.timeout(600),
+]
 DAGS = Path(__file__).resolve().parent / "dags"
 MIB = 1024 * 1024
 TASK_START = 120.0

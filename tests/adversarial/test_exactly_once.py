@@ -7,7 +7,8 @@ from importlib.metadata import version
 
 import pytest
 
-from adversary.helpers import content, load_dag, md5, tries, xcom_value
+from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
+from tests.adversarial.helpers import content, load_dag, md5, tries, xcom_value
 from tests.conftest import API_KEY, CHAT_LINE, jsonl
 
 AIRFLOW_3_3 = tuple(int(p) for p in version("apache-airflow").split(".")[:2]) >= (3, 3)
@@ -165,26 +166,33 @@ def test_a_failing_checkpoint_listener_never_leaves_the_upload_pending(hook, emu
 
 
 @needs_state_store
-@pytest.mark.parametrize(
-    "filename",
-    ["adv-plain-name.jsonl", 'adv-"quoted"-name.jsonl'],
-    ids=["plain name (held)", "name with a double quote"],
-)
-def test_a_lost_upload_answer_is_reattached_whatever_the_filename(dag_env, emulator, tmp_path, filename):
-    """FINDING for the quoted name: the service stores the file, the answer is lost, the retry looks the file
-    up by name. A `"` in a filename is sent in the multipart form header HTML5-escaped as %22 (urllib3's
-    format_multipart_header_param) and stored as `adv-%22quoted%22-name.jsonl`, so the lookup by the
-    requested name never finds it and the retry uploads a second file (and the File returned carries
-    another name than the one asked for)."""
+def test_a_lost_upload_answer_is_reattached(dag_env, emulator, tmp_path):
+    """The service stores the file, the answer is lost, the retry finds it by name, size and content."""
     source = tmp_path / "lost.jsonl"
     source.write_bytes(jsonl([CHAT_LINE] * 10))
     before = {f["id"] for f in emulator.store.list_files()}
     dag = load_dag("adv_lost_answer_upload")
-    run = dag.test(run_conf={**dag_env, "source": str(source), "filename": filename})
+    run = dag.test(run_conf={**dag_env, "source": str(source), "filename": "adv-plain-name.jsonl"})
     assert str(run.state).endswith("success") and tries(run)["upload"] == 2
     created = [f for f in emulator.store.list_files() if f["id"] not in before]
     assert len(created) == 1, f"{len(created)} files: {[f['filename'] for f in created]}"
-    assert created[0]["filename"] == filename
+    assert created[0]["filename"] == "adv-plain-name.jsonl"
+
+
+def test_a_filename_with_a_double_quote_is_refused_before_any_request(hook, emulator, tmp_path):
+    """Was a finding: a `"` travels HTML5-escaped (%22) in the multipart header and is stored that way, so
+    a retry's lookup by name missed it (a duplicate). Decided: such names are refused before any request."""
+    source = tmp_path / "quoted.jsonl"
+    source.write_bytes(jsonl([CHAT_LINE] * 10))
+    served = len(emulator.faults.requests)
+    for call in (
+        lambda: hook.upload_file(source=source, purpose="fine-tune", filename='adv-"quoted"-name.jsonl'),
+        lambda: hook.upload_multipart(source=source, purpose="fine-tune", filename='adv-"quoted".jsonl'),
+    ):
+        with pytest.raises(AzureOpenAIInvalidArgumentError) as caught:
+            call()
+        assert caught.value.argument == "filename"
+    assert len(emulator.faults.requests) == served
 
 
 # ------------------------------------------------------------------------------------------ being killed

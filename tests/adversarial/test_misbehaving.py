@@ -1,5 +1,5 @@
 """A misbehaving service (README "An answer must be what was asked for", "Errors", test_connection's
-promise; issue 7 section 7). Real HTTP: tests/misbehaving.py scripts answers, adversary/hostile.py trickles
+promise; issue 7 section 7). Real HTTP: tests/misbehaving.py scripts answers, tests/adversarial/hostile.py trickles
 or never ends them, the emulator plays the lost-complete cases."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import time
 
 import pytest
 
-from adversary.helpers import md5
-from adversary.hostile import HostileService, endless, trickle
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIConflictError,
     AzureOpenAIError,
     AzureOpenAIResponseError,
     AzureOpenAIUploadError,
 )
+from tests.adversarial.helpers import md5
+from tests.adversarial.hostile import HostileService, endless, trickle
 from tests.conftest import API_KEY, CHAT_LINE, jsonl, set_connection
 from tests.misbehaving import Answer, MisbehavingService
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from adversary.helpers import requests_served
 from airflow_provider_aoai.exceptions import AzureOpenAIError, AzureOpenAIInvalidArgumentError
+from tests.adversarial.helpers import requests_served
 from tests.conftest import API_KEY
 
 MiB = 1024 * 1024

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adversary.helpers import requests_served
 from airflow_provider_aoai.exceptions import AzureOpenAIError, AzureOpenAIInvalidArgumentError
 from airflow_provider_aoai.hooks import AzureOpenAIHook
+from tests.adversarial.helpers import requests_served
 from tests.conftest import API_KEY
 from tests.misbehaving import Answer, MisbehavingService
 

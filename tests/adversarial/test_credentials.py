@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from adversary.helpers import requests_served
 from airflow_provider_aoai.exceptions import AzureOpenAICredentialError
+from tests.adversarial.helpers import requests_served
 from tests.conftest import set_connection
 from tests.misbehaving import Answer, MisbehavingService
 
