@@ -370,8 +370,10 @@ def _memory_path(path: str):
         from airflow.sdk.io import attach
     except ImportError:  # Airflow 2
         from airflow.io.store import attach
-    attach(protocol="memory", fs=fsspec.filesystem("memory"))
-    return ObjectStoragePath(f"memory://{path}")
+    # Under a connection id of its own: a bare "memory" store may already be cached without a filesystem
+    # (another test builds ObjectStoragePath("memory://...") to check the unregistered-scheme error).
+    attach(protocol="memory", conn_id="aoai_tests_memory", fs=fsspec.filesystem("memory"))
+    return ObjectStoragePath(f"memory://{path}", conn_id="aoai_tests_memory")
 
 
 def test_an_object_storage_404_leaves_no_object(hook):

@@ -29,7 +29,7 @@ from starlette.responses import Response
 from airflow_provider_aoai.emulator.errors import bad, error_response
 from airflow_provider_aoai.emulator.store import StoreError
 from airflow_provider_aoai.models import Surface
-from airflow_provider_aoai.redaction import redact_known
+from airflow_provider_aoai.redaction import redact, redact_known
 
 if TYPE_CHECKING:
     from airflow_provider_aoai.emulator.identity import Identity
@@ -262,14 +262,16 @@ class Resolved:
         return unquote(self.raw_path, errors="replace")
 
     def logged_path(self) -> str:
-        """The raw path for the request log; a segment that holds a known secret is rewritten redacted.
+        """The raw path for the request log; a segment that carries a secret is rewritten redacted.
 
-        Only registered secrets: a path segment is an id, and an id such as ``a&b=c`` is no query string.
+        A segment is an id, so an id such as ``a&b=c`` is kept as sent: only registered secrets are removed,
+        unless the segment holds a URL or a query string (``x?sig=...``), which gets the whole rule.
         """
         logged = []
         for segment in self.raw_path.split("/"):
             decoded = unquote(segment, errors="replace")
-            clean = redact_known(decoded)
+            url_like = "?" in decoded or "://" in decoded
+            clean = redact(decoded, limit=None) if url_like else redact_known(decoded)
             logged.append(segment if clean == decoded else quote(clean, safe=""))
         return "/".join(logged)
 

@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,7 @@ SIG = "ADVSIG-c4n4ry-Zm9vYmFy"
 DAG_TEXT = """
 from __future__ import annotations
 import pendulum
-from airflow.providers.common.compat.sdk import DAG
-from airflow.sdk import Asset, task
+from airflow.providers.common.compat.sdk import DAG, Asset, task
 from airflow_provider_aoai.hooks import AzureOpenAIHook
 from airflow_provider_aoai.operators import (
     AzureOpenAIDeleteFileOperator, AzureOpenAIImportFileOperator, AzureOpenAIMultipartUploadOperator,
@@ -230,11 +230,15 @@ def test_the_readme_keeps_sas_urls_out_of_the_run_conf(canary_run):
     to keep them in a Variable or a connection, and why not the run conf."""
     from tests.conftest import REPO
 
-    events = canary_run["events"].read_text()
-    assert SIG in events  # Airflow's facet: why the advice matters
     readme = " ".join((REPO / "README.md").read_text().split())
     assert "keep SAS URLs in a Variable or a connection" in readme
     assert "Avoid the run conf for them" in readme and "`dag_run.conf`" in readme
+    if version("apache-airflow").startswith("2."):
+        # Airflow 2's dag.test() emits no OpenLineage events: only the advice can be checked here.
+        assert not canary_run["events"].exists()
+        return
+    events = canary_run["events"].read_text()
+    assert SIG in events  # Airflow's facet: why the advice matters
 
 
 # ------------------------------------------------------------------------------------------ a service that echoes
