@@ -234,9 +234,7 @@ def test_the_readme_keeps_sas_urls_out_of_the_run_conf(canary_run):
     assert "keep SAS URLs in a Variable or a connection" in readme
     assert "Avoid the run conf for them" in readme and "`dag_run.conf`" in readme
     if version("apache-airflow").startswith("2."):
-        # Airflow 2's dag.test() emits no OpenLineage events: only the advice can be checked here.
-        assert not canary_run["events"].exists()
-        return
+        return  # Airflow 2's dag.test() emits OpenLineage events late or not at all: the advice is checked
     events = canary_run["events"].read_text()
     assert SIG in events  # Airflow's facet: why the advice matters
 
