@@ -8,6 +8,7 @@ Nothing here does I/O or imports Airflow.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
@@ -121,13 +122,18 @@ def check_object(
     return None
 
 
+# Control characters (Unicode category Cc), lone surrogates (Cs) and the line/paragraph separators: never in
+# an id, a filename or a URL we send. One compiled pattern: ids are checked on every status poll.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
+
+
 def is_usable_id(value: object) -> bool:
     """An id we can address: a non-empty string, not ``.``/``..``, without control characters."""
     return (
         isinstance(value, str)
         and bool(value.strip())
         and value not in (".", "..")
-        and not any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+        and CONTROL_CHARACTERS.search(value) is None
     )
 
 

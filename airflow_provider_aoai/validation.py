@@ -9,12 +9,12 @@ argument, so a bad value costs nothing on the service and never retries. Values 
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
+from airflow_provider_aoai.models import CONTROL_CHARACTERS
 from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.urls import is_valid_host
 
@@ -27,7 +27,7 @@ MAX_SECONDS = 30 * 24 * 3600.0
 
 
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029" for ch in text)
+    return CONTROL_CHARACTERS.search(text) is not None
 
 
 def _shown(value: Any, limit: int = 80) -> str:

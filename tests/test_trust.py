@@ -169,6 +169,24 @@ def _hook_for(url: str, conn_id: str = "aoai_misbehaving", **extra) -> AzureOpen
     return AzureOpenAIHook(aoai_conn_id=conn_id)
 
 
+def test_one_control_character_rule_for_ids_in_and_out():
+    """Arguments (check_id) and the service's answers (is_usable_id) refuse the same characters: Unicode's
+    Cc and Cs categories and the line/paragraph separators, every code point checked."""
+    import unicodedata
+
+    from airflow_provider_aoai.models import is_usable_id
+    from airflow_provider_aoai.validation import check_id
+
+    for point in range(0x110000):
+        ch = chr(point)
+        control = unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029"
+        assert is_usable_id(f"file-{ch}") is not control, hex(point)
+    for ch in ("\x00", "\x1f", "\x7f", "\x85", "\x9f", "\ud800", "\u2028", "\u2029"):
+        with pytest.raises(AzureOpenAIInvalidArgumentError, match="control characters"):
+            check_id(f"file-{ch}", "file_id")
+    assert check_id("file-\u00a0x", "file_id") == "file-\u00a0x"
+
+
 # ------------------------------------------------------------------------------------------ 2. bytes
 def _big(tmp_path: Path, name: str = "big.jsonl", lines: int = 30000) -> Path:
     path = tmp_path / name
