@@ -45,10 +45,10 @@ BLOCKING_THREADS = 8
 # polls share wake-ups and thread hops.
 TICK_SECONDS = 1.0
 # The blocking calls made in one turn of the event loop are shared by as many threads as it takes to run
-# them in about BATCH_TARGET_SECONDS (half a tick), judging by the quickest call of the last batch: one
-# thread for a fast service (with the GIL, more would only cost CPU), up to BLOCKING_THREADS for a slow one.
-# Results go back to the loop at least every HAND_BACK_SECONDS.
-BATCH_TARGET_SECONDS = 0.5
+# them in about BATCH_TARGET_SECONDS, judging by how long calls took so far: one thread for a fast service
+# (with the GIL, more would only cost CPU), up to BLOCKING_THREADS for a slow one. Results go back to the
+# loop at least every HAND_BACK_SECONDS.
+BATCH_TARGET_SECONDS = 0.25
 HAND_BACK_SECONDS = 0.05
 
 T = TypeVar("T")
@@ -151,22 +151,6 @@ Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
 Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
 
 
-class _Run:
-    """One batch being drained by worker threads, and the quickest of its calls so far."""
-
-    def __init__(self, calls: collections.deque[Call], threads: int) -> None:
-        self.calls = calls
-        self.threads = threads
-        self.quickest = math.inf
-        self._lock = threading.Lock()
-
-    def took(self, seconds: float) -> float:
-        """Note that one call took ``seconds``; return the quickest so far."""
-        with self._lock:
-            self.quickest = min(self.quickest, seconds)
-            return self.quickest
-
-
 class _Batches:
     """The blocking calls made in one turn of an event loop, run back to back by worker threads, their
     results handed back to the loop in groups.
@@ -181,10 +165,7 @@ class _Batches:
         self.loop = loop
         self.pending: list[Call] = []
         self.flush_at: asyncio.Handle | None = None
-        # How long one call takes when the service is not busy with our others: the quickest call of the
-        # latest batch so far (a mean would grow with the threads themselves when the service answers one
-        # at a time, and call for still more threads). Pessimistic at first.
-        self.call_seconds = 0.05
+        self.call_seconds = 0.05  # a running mean of how long one call takes; pessimistic at first
 
     def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
         future: asyncio.Future[T] = self.loop.create_future()
@@ -195,16 +176,15 @@ class _Batches:
 
     def flush(self) -> None:
         batch, self.pending, self.flush_at = self.pending, [], None
+        calls = collections.deque(batch)
         threads = math.ceil(len(batch) * self.call_seconds / BATCH_TARGET_SECONDS)
-        run = _Run(collections.deque(batch), max(1, min(BLOCKING_THREADS, threads)))
         executor = _blocking_executor()
-        for _ in range(run.threads):
-            executor.submit(self._drain, run)
+        for _ in range(max(1, min(BLOCKING_THREADS, threads))):
+            executor.submit(self._drain, calls)
 
-    def _drain(self, run: _Run) -> None:
+    def _drain(self, calls: collections.deque[Call]) -> None:
         outcomes: list[Outcome] = []
         handed_back = time.monotonic()
-        calls = run.calls
         while True:
             try:
                 call, future = calls.popleft()
@@ -218,7 +198,7 @@ class _Batches:
             except BaseException as exc:
                 outcomes.append((future, None, exc))
             now = time.monotonic()
-            self.call_seconds = run.took(now - started)  # before the result is handed back
+            self.call_seconds += (now - started - self.call_seconds) / 8
             if now - handed_back >= HAND_BACK_SECONDS:
                 self._hand_back(outcomes)
                 outcomes, handed_back = [], now

@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from airflow_provider_aoai.clients import BLOCKING_THREADS, SharedClients, run_blocking, shared_clients
+from airflow_provider_aoai.clients import SharedClients, shared_clients
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIConfigError,
     AzureOpenAIError,
@@ -108,59 +108,6 @@ def test_the_event_loop_keeps_running_while_the_service_is_slow(hook, emulator, 
     event = asyncio.run(main())
     assert event.payload["file_id"] == file["id"]
     assert ticks >= 10  # the loop ran other work during the 0.5 s request
-
-
-class _Service:
-    """A stand-in for the service behind the worker threads: counts the calls running at once; ``serial``
-    answers one call at a time (as a busy single-process server does)."""
-
-    def __init__(self, seconds: float, *, serial: bool = False) -> None:
-        self.seconds, self.serial = seconds, serial
-        self.lock, self.serving = threading.Lock(), threading.Lock()
-        self.running = self.most = 0
-
-    def call(self) -> None:
-        with self.lock:
-            self.running += 1
-            self.most = max(self.most, self.running)
-        try:
-            if self.serial:
-                with self.serving:
-                    time.sleep(self.seconds)  # the simulated service time
-            else:
-                time.sleep(self.seconds)
-        finally:
-            with self.lock:
-                self.running -= 1
-
-
-def _most_at_once_in_second_batch(service: _Service, calls: int) -> int:
-    """Run one batch of ``calls`` through run_blocking (the heuristic learns), then a second one, and return
-    how many calls of the second ran at once."""
-
-    async def batch():
-        await asyncio.gather(*(run_blocking(service.call) for _ in range(calls)))
-
-    async def main():
-        await batch()
-        service.most = 0
-        await batch()
-        return service.most
-
-    return asyncio.run(main())
-
-
-@pytest.mark.parametrize(
-    ("service", "calls", "expected"),
-    [
-        (_Service(0.001), 100, 1),  # a fast service: one thread (more would only cost CPU)
-        (_Service(0.003, serial=True), 100, 1),  # one answering one call at a time: threads would not help
-        (_Service(0.2), 40, BLOCKING_THREADS),  # a slow one: as many threads as it takes, up to the cap
-    ],
-    ids=["fast", "serial", "slow"],
-)
-def test_the_calls_of_a_batch_get_as_many_threads_as_the_service_needs(service, calls, expected):
-    assert _most_at_once_in_second_batch(service, calls) == expected
 
 
 def client_sockets(port: int, ignore: frozenset[int] = frozenset()) -> int:
