@@ -58,7 +58,13 @@ from airflow_provider_aoai.exceptions import (
     AzureOpenAIStoppedError,
     api_error_class,
 )
-from airflow_provider_aoai.models import MAX_CONCURRENCY, ObjectKind, Surface, check_object
+from airflow_provider_aoai.models import (
+    CONTROL_CHARACTERS,
+    MAX_CONCURRENCY,
+    ObjectKind,
+    Surface,
+    check_object,
+)
 from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.urls import is_loopback, is_valid_host
 
@@ -103,7 +109,7 @@ def normalize_endpoint(endpoint: str, api_version: str | None) -> tuple[str, Sur
         raise AzureOpenAIConfigError(f"the endpoint {shown!r} is not an http(s) URL")
     if not is_valid_host(parts.hostname):
         raise AzureOpenAIConfigError(f"the endpoint {shown!r} has an invalid host name")
-    if any(ch.isspace() or ord(ch) < 32 for ch in endpoint):
+    if CONTROL_CHARACTERS.search(endpoint) or any(ch.isspace() for ch in endpoint):
         raise AzureOpenAIConfigError("the endpoint must not contain whitespace or control characters")
     if parts.username is not None or parts.password is not None:
         raise AzureOpenAIConfigError(

@@ -127,10 +127,16 @@ def check_object(
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
 
 
+# The longest id we send or accept.
+MAX_ID_CHARS = 256
+
+
 def is_usable_id(value: object) -> bool:
-    """An id we can address: a non-empty string, not ``.``/``..``, without control characters."""
+    """An id we can address: a non-empty string of at most MAX_ID_CHARS, not ``.``/``..``, without control
+    characters (the same rule as for ids given as arguments)."""
     return (
         isinstance(value, str)
+        and 0 < len(value) <= MAX_ID_CHARS
         and bool(value.strip())
         and value not in (".", "..")
         and CONTROL_CHARACTERS.search(value) is None

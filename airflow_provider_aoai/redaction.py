@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 REDACTED = "***"
 MAX_MESSAGE_CHARS = 1024
@@ -31,10 +31,13 @@ _secrets_lock = threading.Lock()
 _pattern: re.Pattern[str] | None = None
 
 # scheme://[userinfo@]rest-of-url, up to whitespace or a quote/bracket that usually closes it.
-_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{1,15})://([^\s'\"<>()\[\]{}]*)")
+# (The scheme may be glued to what precedes it, "1http://", and be of any length a scheme can have.)
+_URL = re.compile(r"(?i)([a-z][a-z0-9+.\-]{0,31})://([^\s'\"<>()\[\]{}]*)")
 _USERINFO = re.compile(r"(?i)(//)[^/\s@'\"]*@")
+# user:password@ after // anywhere, even where the URL above stops early (a "(" or "'" in the password).
+_LOOSE_USERINFO = re.compile(r"//[^/\s@:]{0,512}:[^/\s@]{0,512}@")
 # name=value after ? or & (a query string outside a recognisable URL, e.g. "...?sig=abc").
-_QUERY_PAIR = re.compile(r"([?&][^=&\s'\"#]{1,64}=)[^&\s'\"#]*")
+_QUERY_PAIR = re.compile(r"([?&][^=&\s'\"#]{1,256}=)[^&\s'\"#]*")
 
 
 def register_secret(value: str | None) -> None:
@@ -69,9 +72,17 @@ def redact_url(url: str) -> str:
     return _remove_secrets(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
 
 
-def redact_known(text: str) -> str:
-    """``text`` with only the registered secrets replaced (no URL or query rules): for ids and paths."""
-    return _remove_secrets(text)
+def redact_encoded(text: str) -> str:
+    """:func:`redact` (untruncated) for text that may be percent-encoded once or more (a path segment, an
+    id): when decoding reveals something the rule removes, the decoded text comes back redacted."""
+    decoded = text
+    for _ in range(4):  # %253F -> %3F -> ?
+        step = unquote(decoded, errors="replace")
+        if step == decoded:
+            break
+        decoded = step
+    clean = redact(decoded, limit=None)
+    return clean if clean != decoded else redact(text, limit=None)
 
 
 def _remove_secrets(text: str) -> str:
@@ -102,6 +113,7 @@ def redact(text: object, *, secrets: Iterable[str | None] = (), limit: int | Non
     for secret in extra:
         result = result.replace(secret, REDACTED)
     result = _remove_secrets(result)
+    result = _LOOSE_USERINFO.sub("//", result)
     result = _URL.sub(_redact_url_match, result)
     result = _QUERY_PAIR.sub(lambda m: m.group(1) + REDACTED, result)
     if limit is not None and len(result) > limit:

@@ -14,11 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
-from airflow_provider_aoai.models import CONTROL_CHARACTERS
+from airflow_provider_aoai.models import CONTROL_CHARACTERS, MAX_ID_CHARS
 from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.urls import is_valid_host
 
-MAX_ID_CHARS = 256
 MAX_FILENAME_CHARS = 512
 MAX_URL_CHARS = 8192
 # The trigger never polls faster than this, whatever it is given: a tight loop would hammer the service.

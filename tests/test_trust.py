@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -185,6 +186,11 @@ def test_one_control_character_rule_for_ids_in_and_out():
         with pytest.raises(AzureOpenAIInvalidArgumentError, match="control characters"):
             check_id(f"file-{ch}", "file_id")
     assert check_id("file-\u00a0x", "file_id") == "file-\u00a0x"
+    longest = "f" * 256
+    assert is_usable_id(longest) and check_id(longest, "file_id") == longest
+    assert not is_usable_id(longest + "f")  # an answer's id we could not send back
+    with pytest.raises(AzureOpenAIInvalidArgumentError, match="longer than"):
+        check_id(longest + "f", "file_id")
 
 
 # ------------------------------------------------------------------------------------------ 2. bytes
@@ -312,6 +318,26 @@ def test_url_userinfo_and_sas_in_a_content_url_stay_out_of_messages(hook, emulat
             purpose="fine-tune",
         )
     assert CANARY not in _texts_of(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"x://user:{CANARY}@host/a",  # a one-letter scheme
+        f"{'a' * 20}://user:{CANARY}@host/a",  # a long one
+        f"1http://user:{CANARY}@host/a",  # glued to what precedes it
+        f"https://user:p({CANARY}@host/a",  # a "(" in the password ends the URL early
+        f"https://user:p'{CANARY}@host/a",
+        f"see ?{'n' * 100}={CANARY}",  # a long parameter name
+        f"x?sig={CANARY}",
+        f"sv=2022-11-02&sr=b&sig={CANARY}",  # a SAS token without its "?"
+    ],
+)
+def test_the_redaction_rule_removes_unregistered_secrets_in_every_url_shape(text):
+    from airflow_provider_aoai.redaction import redact, redact_encoded
+
+    assert CANARY not in redact(text)
+    assert CANARY not in redact_encoded(quote(quote(text, safe=""), safe=""))  # percent-encoded twice
 
 
 # ------------------------------------------------------------------------------------------ 4. downloads
@@ -571,6 +597,24 @@ def test_bad_connection_fields_are_config_errors_naming_the_field(emulator, monk
     assert "aoai_bad" in str(caught.value) and field in str(caught.value)
     ok, message = hook.test_connection()
     assert not ok and field in message
+    assert requests_served(emulator) == before
+
+
+@pytest.mark.parametrize("char", ["\x7f", "\x9b", "\x85", "\u2028", "\x00"])
+@pytest.mark.parametrize("field", ["host", "login"])
+def test_control_characters_in_connection_fields_are_config_errors(emulator, monkeypatch, char, field):
+    """The one control-character rule (models.CONTROL_CHARACTERS) also guards the connection's fields."""
+    values = {"host": emulator.url, "password": API_KEY}
+    if field == "host":
+        values["host"] = f"{emulator.url}/a{char}b"
+    else:
+        values["login"] = f"client{char}id"
+        values["extra"] = {"auth_type": "client_secret", "tenant_id": "t"}
+    set_connection(monkeypatch, "aoai_ctl", **values)
+    before = requests_served(emulator)
+    with pytest.raises(AzureOpenAIConfigError) as caught:
+        AzureOpenAIHook(aoai_conn_id="aoai_ctl").list_files()
+    assert "control characters" in str(caught.value) and "aoai_ctl" in str(caught.value)
     assert requests_served(emulator) == before
 
 

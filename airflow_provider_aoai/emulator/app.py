@@ -33,7 +33,7 @@ from airflow_provider_aoai.emulator.identity import Identity, IdentityEndpoints
 from airflow_provider_aoai.emulator.routing import Access, Authenticator, Resolved, Router
 from airflow_provider_aoai.emulator.store import Store, StoreError
 from airflow_provider_aoai.models import Surface
-from airflow_provider_aoai.redaction import redact, register_secret
+from airflow_provider_aoai.redaction import redact_encoded, register_secret
 
 __all__ = ["EmulatorApp", "Identity"]
 
@@ -150,7 +150,7 @@ class EmulatorApp:
             resolved.method,
             resolved.logged_path(),
             resolved.operation,
-            {name: redact(value, limit=None) for name, value in resolved.params.items()},
+            {name: redact_encoded(value) for name, value in resolved.params.items()},
         )
         self.faults.record(entry)
         link = self.faults.link

@@ -18,6 +18,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from airflow_provider_aoai.emulator.bodies import drain, read_json
 from airflow_provider_aoai.emulator.errors import bad
 from airflow_provider_aoai.emulator.store import Store, StoreError
+from airflow_provider_aoai.models import CONTROL_CHARACTERS
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -35,7 +36,7 @@ def blob_name_problem(name: object) -> str | None:
         return "a blob name must not contain '/' or '\\'"
     if name.startswith("."):
         return "a blob name must not start with '.'"
-    if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in name):
+    if CONTROL_CHARACTERS.search(name):
         return "a blob name must not contain control characters"
     try:
         encoded = name.encode("utf-8")

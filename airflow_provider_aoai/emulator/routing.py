@@ -17,7 +17,6 @@ from __future__ import annotations
 import enum
 import hmac
 import logging
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,8 +27,8 @@ from starlette.responses import Response
 
 from airflow_provider_aoai.emulator.errors import bad, error_response
 from airflow_provider_aoai.emulator.store import StoreError
-from airflow_provider_aoai.models import Surface
-from airflow_provider_aoai.redaction import redact, redact_known
+from airflow_provider_aoai.models import CONTROL_CHARACTERS, Surface
+from airflow_provider_aoai.redaction import redact_encoded
 
 if TYPE_CHECKING:
     from airflow_provider_aoai.emulator.identity import Identity
@@ -106,7 +105,7 @@ def check_path_params(params: dict[str, str]) -> None:
     for name, value in params.items():
         if any(0xDC80 <= ord(char) <= 0xDCFF for char in value):
             raise bad(f"'{name}' in the path is not valid UTF-8.", name)
-        if any(unicodedata.category(char) == "Cc" for char in value):
+        if CONTROL_CHARACTERS.search(value):
             raise bad(f"'{name}' in the path must not contain control characters.", name)
 
 
@@ -264,14 +263,14 @@ class Resolved:
     def logged_path(self) -> str:
         """The raw path for the request log; a segment that carries a secret is rewritten redacted.
 
-        A segment is an id, so an id such as ``a&b=c`` is kept as sent: only registered secrets are removed,
-        unless the segment holds a URL or a query string (``x?sig=...``), which gets the whole rule.
+        The project's one redaction rule applies to every segment, however often it was percent-encoded,
+        so an id that reads as a query pair (``sv=...&sig=...``) is logged with its values redacted: the log
+        never trades a secret for fidelity.
         """
         logged = []
         for segment in self.raw_path.split("/"):
             decoded = unquote(segment, errors="replace")
-            url_like = "?" in decoded or "://" in decoded
-            clean = redact(decoded, limit=None) if url_like else redact_known(decoded)
+            clean = redact_encoded(decoded)
             logged.append(segment if clean == decoded else quote(clean, safe=""))
         return "/".join(logged)
 
