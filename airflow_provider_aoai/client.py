@@ -59,11 +59,11 @@ from airflow_provider_aoai.exceptions import (
     api_error_class,
 )
 from airflow_provider_aoai.models import (
-    CONTROL_CHARACTERS,
     MAX_CONCURRENCY,
     ObjectKind,
     Surface,
     check_object,
+    has_space_or_control,
 )
 from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.urls import is_loopback, is_valid_host
@@ -109,7 +109,7 @@ def normalize_endpoint(endpoint: str, api_version: str | None) -> tuple[str, Sur
         raise AzureOpenAIConfigError(f"the endpoint {shown!r} is not an http(s) URL")
     if not is_valid_host(parts.hostname):
         raise AzureOpenAIConfigError(f"the endpoint {shown!r} has an invalid host name")
-    if CONTROL_CHARACTERS.search(endpoint) or any(ch.isspace() for ch in endpoint):
+    if has_space_or_control(endpoint):
         raise AzureOpenAIConfigError("the endpoint must not contain whitespace or control characters")
     if parts.username is not None or parts.password is not None:
         raise AzureOpenAIConfigError(
@@ -753,7 +753,7 @@ class AzureOpenAIClient:
                 raise AzureOpenAIResponseError(
                     response.status_code,
                     "unexpectedResponse",
-                    f"{method} {'/'.join(quote(s, safe='') for s in path)}: {problem}",
+                    f"{method} {self._quoted(path)}: {problem}",
                     request_id=request_id_of(response),
                 )
             return payload

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from airflow_provider_aoai.client import AzureOpenAIClient, normalize_endpoint
 from airflow_provider_aoai.credentials import AUTH_TYPES, build_auth, connection_field
 from airflow_provider_aoai.exceptions import AzureOpenAIConfigError
-from airflow_provider_aoai.models import CONTROL_CHARACTERS, Surface
+from airflow_provider_aoai.models import Surface, has_space_or_control
 from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.urls import is_loopback
 
@@ -63,10 +63,6 @@ def endpoint_of(conn: Any) -> str:
         name = f"{name}:{conn.port}"
     scheme = "http" if is_loopback(name.rsplit(":", 1)[0].strip("[]")) else "https"
     return f"{scheme}://{name}" + (f"/{path}" if path else "")
-
-
-def _has_space_or_control(text: str) -> bool:
-    return CONTROL_CHARACTERS.search(text) is not None or any(ch.isspace() for ch in text)
 
 
 class _Fields:
@@ -122,7 +118,7 @@ class _Fields:
             return None
         if not isinstance(value, str) or not value.strip():
             raise self.error(name, "must be a non-empty string")
-        if _has_space_or_control(value.strip()) or value != value.strip():
+        if has_space_or_control(value.strip()) or value != value.strip():
             raise self.error(name, "must not contain whitespace or control characters")
         return value
 
@@ -181,7 +177,7 @@ def read_settings(conn: Any, conn_id: str) -> ConnectionSettings:
     check_auth_fields(fields)
     if conn.login is not None and conn.login != "" and fields.raw("client_id") is None:
         login = conn.login
-        if not isinstance(login, str) or _has_space_or_control(login.strip()):
+        if not isinstance(login, str) or has_space_or_control(login.strip()):
             raise fields.error(
                 "login", "(used as the client_id) must not contain whitespace or control characters"
             )

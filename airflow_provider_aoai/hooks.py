@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -60,7 +59,7 @@ from airflow_provider_aoai.multipart import (
     find_completed_upload,
 )
 from airflow_provider_aoai.redaction import redact, redact_url
-from airflow_provider_aoai.retention import check_dry_run, prune_rule, select_files_to_prune
+from airflow_provider_aoai.retention import prune_rule, select_files_to_prune
 from airflow_provider_aoai.uploads import (
     PartContent,
     Progress,
@@ -83,6 +82,7 @@ from airflow_provider_aoai.validation import (
     check_seconds,
     check_stop,
     check_text,
+    check_unix_time,
 )
 
 DEFAULT_POLL_INTERVAL = 5.0
@@ -492,12 +492,7 @@ class AzureOpenAIHook(BaseHook):
             from and the service's (0 when it comes from the service itself, e.g. an upload's ``created_at``).
         """
         check_filename(filename)
-        if (
-            isinstance(created_after, bool)
-            or not isinstance(created_after, (int, float))
-            or not math.isfinite(created_after)
-        ):
-            raise AzureOpenAIInvalidArgumentError("created_after", "must be a finite UNIX time")
+        check_unix_time(created_after, "created_after")
         found = []
         for file in self.list_files(purpose=purpose):
             created = file.get("created_at")
@@ -822,7 +817,7 @@ class AzureOpenAIHook(BaseHook):
             keep_latest=keep_latest,
             now=now,
         )
-        check_dry_run(dry_run)
+        check_bool(dry_run, "dry_run")
         candidates, doomed = select_files_to_prune(self.list_files(purpose=rule.purpose), rule)
         self.log.info(
             "%d candidate file(s) for %s: %d %s",

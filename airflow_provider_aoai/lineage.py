@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from airflow_provider_aoai.redaction import redact
+from airflow_provider_aoai.urls import authority
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,7 @@ def url_dataset(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("not an http(s) URL")
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.port
-    namespace = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
-    return namespace, _clean(parts.path or "/")
+    return f"{parts.scheme}://{authority(parts)}", _clean(parts.path or "/")
 
 
 def _account_of(source: Any) -> str | None:
@@ -170,12 +166,7 @@ def resource_namespace(base_url: str) -> str:
     ``/api/projects/<project>``. Only the host, port and path are used: never userinfo or a query.
     """
     parts = urlsplit(base_url)
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.port
-    authority = host + (f":{port}" if port is not None else "")
-    return f"{FILE_NAMESPACE_SCHEME}://{authority}{parts.path.rstrip('/')}"
+    return f"{FILE_NAMESPACE_SCHEME}://{authority(parts)}{parts.path.rstrip('/')}"
 
 
 def file_dataset_name(file_id: str) -> str:

@@ -127,6 +127,11 @@ def check_object(
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
 
 
+def has_space_or_control(text: str) -> bool:
+    """True when ``text`` holds whitespace or a control character (endpoints, URLs, connection fields)."""
+    return CONTROL_CHARACTERS.search(text) is not None or any(ch.isspace() for ch in text)
+
+
 # The longest id we send or accept.
 MAX_ID_CHARS = 256
 

@@ -21,6 +21,8 @@ import threading
 from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from airflow_provider_aoai.urls import authority
+
 REDACTED = "***"
 MAX_MESSAGE_CHARS = 1024
 # Shorter values are too likely to occur by chance in ordinary text to be replaced blindly.
@@ -57,13 +59,9 @@ def redact_url(url: str) -> str:
     """``url`` safe to show: userinfo dropped, every query value replaced by ``***``, fragment dropped."""
     try:
         parts = urlsplit(url)
-        port = parts.port
+        netloc = authority(parts)
     except ValueError:
         return "<invalid url>"
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{port}" if port is not None else "")
     query = "&".join(
         f"{pair.split('=', 1)[0]}={REDACTED}" if "=" in pair else REDACTED
         for pair in parts.query.split("&")

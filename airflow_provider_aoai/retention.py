@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
 from airflow_provider_aoai.models import ALL_PURPOSES, File, FileStatus
-from airflow_provider_aoai.validation import check_bool, check_choice, check_text
+from airflow_provider_aoai.validation import check_choice, check_text
 
 MAX_AGE = timedelta(days=36500)
 _GONE = frozenset({FileStatus.DELETING.value, FileStatus.DELETED.value})
@@ -52,18 +52,8 @@ def prune_rule(
     """
     check_choice(purpose, "purpose", ALL_PURPOSES)
     check_prune_limits(older_than=older_than, keep_latest=keep_latest)
-    if not isinstance(older_than, timedelta):
-        raise AzureOpenAIInvalidArgumentError(
-            "older_than", f"required, a datetime.timedelta such as timedelta(days=30); got {older_than!r}"
-        )
-    if older_than < timedelta(0):
-        raise AzureOpenAIInvalidArgumentError("older_than", f"must not be negative; got {older_than}")
     if filename_prefix is not None:
         check_text(filename_prefix, "filename_prefix")
-    if isinstance(keep_latest, bool) or not isinstance(keep_latest, int) or keep_latest < 0:
-        raise AzureOpenAIInvalidArgumentError(
-            "keep_latest", f"must be an integer, 0 or more; got {keep_latest!r}"
-        )
     if now is None:
         now = datetime.now(UTC)
     elif not isinstance(now, datetime) or now.tzinfo is None:
@@ -85,10 +75,6 @@ def check_prune_limits(*, older_than: Any, keep_latest: Any) -> None:
         raise AzureOpenAIInvalidArgumentError(
             "keep_latest", f"must be an integer, 0 or more; got {keep_latest!r}"
         )
-
-
-def check_dry_run(value: Any) -> bool:
-    return check_bool(value, "dry_run")
 
 
 def select_files_to_prune(files: list[File], rule: PruneRule) -> tuple[list[File], list[File]]:

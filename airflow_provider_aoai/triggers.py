@@ -10,7 +10,6 @@ operators resume the same way.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,11 +20,16 @@ from airflow_provider_aoai.clients import run_blocking, shared_clients, sleep_on
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIError,
     AzureOpenAIFileProcessingError,
-    AzureOpenAIInvalidArgumentError,
     AzureOpenAIWaitTimeoutError,
 )
 from airflow_provider_aoai.models import File, FileStatus
-from airflow_provider_aoai.validation import MIN_POLL_SECONDS, check_id, check_seconds, check_text
+from airflow_provider_aoai.validation import (
+    MIN_POLL_SECONDS,
+    check_id,
+    check_seconds,
+    check_text,
+    check_unix_time,
+)
 
 EVENT_SUCCESS = "success"
 EVENT_FAILED = "failed"  # the file ended in error or deleted
@@ -49,13 +53,7 @@ class AzureOpenAIFileStatusTrigger(BaseTrigger):
         self.poll_interval = max(
             check_seconds(poll_interval, "poll_interval", minimum=0, allow_zero=True), MIN_POLL_SECONDS
         )
-        if (
-            isinstance(end_time, bool)
-            or not isinstance(end_time, (int, float))
-            or not math.isfinite(end_time)
-        ):
-            raise AzureOpenAIInvalidArgumentError("end_time", "must be a finite UNIX time")
-        self.end_time = float(end_time)
+        self.end_time = check_unix_time(end_time, "end_time")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (

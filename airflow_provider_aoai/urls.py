@@ -5,6 +5,7 @@ Redacting URLs lives in :mod:`airflow_provider_aoai.redaction`, with every other
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import SplitResult
 
 
 def is_loopback(host: str) -> bool:
@@ -15,6 +16,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def authority(parts: SplitResult) -> str:
+    """``host[:port]`` of a split URL, an IPv6 host in brackets; never its userinfo.
+
+    :raises ValueError: the port is not a valid number.
+    """
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    return host + (f":{port}" if port is not None else "")
 
 
 def is_valid_host(host: str) -> bool:

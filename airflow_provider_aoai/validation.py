@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
-from airflow_provider_aoai.models import CONTROL_CHARACTERS, MAX_ID_CHARS
+from airflow_provider_aoai.models import CONTROL_CHARACTERS, MAX_ID_CHARS, has_space_or_control
 from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.urls import is_valid_host
 
@@ -99,6 +99,13 @@ def check_bool(value: Any, argument: str) -> bool:
     return value
 
 
+def check_unix_time(value: Any, argument: str) -> float:
+    """A finite UNIX time (seconds since the epoch), as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise AzureOpenAIInvalidArgumentError(argument, "must be a finite UNIX time")
+    return float(value)
+
+
 def check_seconds(
     value: Any,
     argument: str,
@@ -144,7 +151,7 @@ def check_http_url(value: Any, argument: str) -> str:
         raise AzureOpenAIInvalidArgumentError(argument, "must be a non-empty http(s) URL")
     if len(value) > MAX_URL_CHARS:
         raise AzureOpenAIInvalidArgumentError(argument, f"is longer than {MAX_URL_CHARS} characters")
-    if _has_control(value) or any(ch.isspace() for ch in value):
+    if has_space_or_control(value):
         raise AzureOpenAIInvalidArgumentError(argument, "must not contain whitespace or control characters")
     try:
         parts = urlsplit(value)
