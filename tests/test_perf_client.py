@@ -1,14 +1,25 @@
-"""The client's cheaper request path keeps the behaviour of requests: proxies from the environment, and a
-closed client (a shared one replaced after its connection changed) still serving the calls under way."""
+"""The client's cheaper request path (keep-alive connections on ``http.client`` for requests whose body is
+in memory) keeps the behaviour of requests: proxies from the environment, a closed client (a shared one
+replaced after its connection changed) still serving the calls under way, a connection the service closed
+while idle never reused (a create sent on it would fail as "may have acted"), and a kill shutting the
+sockets of the requests under way. TLS through it is in test_credentials_tls.py."""
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from airflow_provider_aoai.exceptions import AzureOpenAIConnectionError
+from airflow_provider_aoai.client import AzureOpenAIClient, Retry
+from airflow_provider_aoai.credentials import ApiKeyAuth
+from airflow_provider_aoai.exceptions import AzureOpenAIConnectionError, AzureOpenAIStoppedError
 from airflow_provider_aoai.hooks import AzureOpenAIHook
+from tests.adversarial.hostile import HostileService, trickle
+from tests.conftest import API_KEY
 
 
 def closed_port() -> int:
@@ -42,3 +53,97 @@ def test_a_closed_client_serves_later_requests(hook, chat_file):
     hook.client.close()
     assert hook.get_file(file_id=file_id)["id"] == file_id
     assert hook.list_files(purpose="fine-tune")
+
+
+class ClosesIdleConnections:
+    """An HTTP/1.1 service that answers with keep-alive (no ``Connection: close``) and then hangs up anyway,
+    as a load balancer does with idle connections. Counts the requests and the connections it closed."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.closed = threading.Semaphore(0)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                outer.requests.append(f"{self.command} {self.path}")
+                body = json.dumps({"id": "upload-1", "object": "upload", "status": "pending"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True  # silently: the client was told it may keep the connection
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
+                super().shutdown_request(request)
+                outer.closed.release()
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> ClosesIdleConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_a_connection_the_service_closed_while_idle_is_not_reused_for_a_create():
+    with ClosesIdleConnections() as service:
+        client = AzureOpenAIClient(endpoint=service.url, auth=ApiKeyAuth(API_KEY), max_retries=0)
+        client.request("GET", ("uploads", "upload-1"))
+        assert service.closed.acquire(timeout=10), "the service did not hang up"
+        # Sent on the dead connection, the create would fail as "may have acted" and never be repeated.
+        created = client.request("POST", ("uploads",), retry=Retry.CREATE, json={"purpose": "fine-tune"})
+        assert created.json()["id"] == "upload-1"
+        assert [line.split("?")[0] for line in service.requests] == [
+            "GET /openai/uploads/upload-1",
+            "POST /openai/uploads",
+        ]
+
+
+def test_a_kill_shuts_the_socket_of_a_request_under_way():
+    body = json.dumps({"id": "file-1", "object": "file"}).encode()
+    with HostileService(trickle(body, every=1.0)) as service:  # ~30 s to answer in full
+        client = AzureOpenAIClient(endpoint=service.url, auth=ApiKeyAuth(API_KEY), timeout=60)
+        stop = threading.Event()
+        outcome: list[BaseException] = []
+
+        def poll() -> None:
+            try:
+                client.request("GET", ("files", "file-1"), stop=stop)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=poll)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while service.requests == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # waiting for the condition: the request has reached the service
+        assert service.requests == 1
+        stop.set()
+        assert client.abort_in_flight() == 1
+        worker.join(timeout=5)
+        assert not worker.is_alive(), "the request went on after its socket was shut"
+        assert len(outcome) == 1 and isinstance(outcome[0], AzureOpenAIStoppedError)
+        assert service.requests == 1  # not sent again
