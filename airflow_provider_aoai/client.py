@@ -82,6 +82,9 @@ STREAM_CHUNK = 1024 * 1024
 # How much of an error answer is read: its code, message and target come first; the rest is not worth
 # the memory (a misbehaving service may send megabytes, or never stop).
 ERROR_BODY_LIMIT = 64 * 1024
+# How much of a successful answer is read (all but downloads are read whole): the largest the service sends,
+# a list of every file of a resource, is a few MB; a service that sends more, or never stops, is refused.
+ANSWER_LIMIT = 64 * 1024 * 1024
 MAX_BACKOFF_SECONDS = 60.0
 
 Path = Sequence[str]
@@ -356,8 +359,9 @@ class MultipartBody:
 
 
 class _ReadAnswer:
-    """An answer read by :class:`KeepAliveConnections` (a success whole, an error at most
-    :data:`ERROR_BODY_LIMIT` bytes), with the part of ``requests.Response`` this module reads."""
+    """An answer read whole (a success at most :data:`ANSWER_LIMIT` bytes, an error at most
+    :data:`ERROR_BODY_LIMIT`; ``truncated`` when there was more), with the part of ``requests.Response`` this
+    module reads."""
 
     def __init__(self, raw: Any, body: bytes, truncated: bool = False) -> None:
         self.status_code: int = raw.status
@@ -376,6 +380,47 @@ class _ReadAnswer:
 
     def close(self) -> None:
         pass  # read whole: the connection is back in its pool already
+
+
+def _body_limit(status: int) -> int:
+    return ANSWER_LIMIT if status < 300 else ERROR_BODY_LIMIT
+
+
+def _read_at_most(raw: http.client.HTTPResponse, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of an ``http.client`` answer's body, and whether there was more.
+
+    :raises http.client.IncompleteRead: the connection closed before the announced length arrived.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = raw.read(min(STREAM_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    content = b"".join(chunks)
+    if size <= limit and raw.length:  # the body ended before its Content-Length
+        raise http.client.IncompleteRead(content, raw.length)
+    return content[:limit], size > limit
+
+
+def _read_whole(response: requests.Response) -> _ReadAnswer:
+    """Read an answer of the requests path as the keep-alive path reads its own (see :class:`_ReadAnswer`).
+
+    :raises requests.RequestException: the body broke off or timed out (a connection error, as requests
+        raises it).
+    """
+    limit = _body_limit(response.status_code)
+    try:
+        content = response.raw.read(limit + 1, decode_content=True) or b""
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(exc) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    finally:
+        response.close()
+    return _ReadAnswer(response.raw, content[:limit], len(content) > limit)
 
 
 class _InFlight:
@@ -440,10 +485,10 @@ class KeepAliveConnections:
     A triggerer polling a thousand files makes a hundred status requests a second; on ``http.client`` one
     costs about half the CPU it costs through urllib3's pool, timeout and response objects (0.25 against
     0.5 ms on a 2-core VM). What the service sees is the same request. TLS is verified as requests verifies
-    it (its CA bundle, or ``REQUESTS_CA_BUNDLE``). An answer is read whole (an error at most
-    :data:`ERROR_BODY_LIMIT` bytes); a connection is reused only once its answer was read to the end, and
-    not if the service has closed it meanwhile. Failures are raised as requests raises them, so the client's
-    retry policy treats both transports alike. Thread-safe: a connection serves one request at a time.
+    it (its CA bundle, or ``REQUESTS_CA_BUNDLE``). An answer is read whole (see :class:`_ReadAnswer`); a
+    connection is reused only once its answer was read to the end, and not if the service has closed it
+    meanwhile. Failures are raised as requests raises them, so the client's retry policy treats both
+    transports alike. Thread-safe: a connection serves one request at a time.
     """
 
     def __init__(self, base_url: str, verify: bool | str | None, in_flight: _InFlight, size: int) -> None:
@@ -522,12 +567,7 @@ class KeepAliveConnections:
             try:
                 connection.request(method, target, body=body, headers=headers)
                 raw = connection.getresponse()
-                if raw.status < 300:
-                    content, truncated = raw.read(), False  # a broken success is a connection error (retried)
-                else:
-                    content = raw.read(ERROR_BODY_LIMIT + 1)
-                    truncated = len(content) > ERROR_BODY_LIMIT
-                    content = content[:ERROR_BODY_LIMIT]
+                content, truncated = _read_at_most(raw, _body_limit(raw.status))  # broken off: retried
                 reusable = raw.isclosed() and not raw.will_close  # read to the end, and kept open
             except TimeoutError as exc:
                 raise requests.exceptions.ReadTimeout(exc) from exc
@@ -745,9 +785,11 @@ class AzureOpenAIClient:
                         data=cast(Any, body),  # an iterable with __len__: streamed with Content-Length
                         headers=headers,
                         timeout=wait,
-                        stream=True,  # the body is read by the caller: an error's only so far
+                        stream=True,  # read below (a download's by the caller): an error's only so far
                         allow_redirects=False,
                     )
+                    if not stream:
+                        response = cast(requests.Response, _read_whole(response))
             except urllib3.exceptions.LocationValueError:
                 raise AzureOpenAIConfigError(f"{self.host} cannot be requested: the URL is invalid") from None
             except requests.RequestException as exc:
@@ -767,6 +809,14 @@ class AzureOpenAIClient:
                     ) from None
             else:
                 if response.status_code < 300:
+                    if isinstance(response, _ReadAnswer) and response.truncated:
+                        raise AzureOpenAIResponseError(
+                            response.status_code,
+                            "answerTooLarge",
+                            f"{method} {shown}: the answer is larger than {ANSWER_LIMIT // 2**20} MiB, more "
+                            "than the service ever sends; it was not read further",
+                            request_id=request_id_of(response),
+                        )
                     return response
                 if response.status_code < 400:
                     response.close()  # a redirect would re-send credentials elsewhere; never followed

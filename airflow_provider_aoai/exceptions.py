@@ -136,7 +136,8 @@ class AzureOpenAIResponseError(AzureOpenAIAPIError):
 
     For example an HTML page, a JSON array, a file list where a File was expected, or a File with another
     id than the one asked for. Never treated as a success; ``code`` is ``unexpectedResponse`` (or
-    ``unexpectedRedirect`` for a 3xx, which is never followed: it would carry the credentials elsewhere).
+    ``unexpectedRedirect`` for a 3xx, which is never followed: it would carry the credentials elsewhere, or
+    ``answerTooLarge`` for an answer of more than 64 MiB, which is not read further).
     """
 
 

@@ -10,12 +10,16 @@ import time
 
 import pytest
 
+from airflow_provider_aoai.client import AzureOpenAIClient, Retry
+from airflow_provider_aoai.credentials import ApiKeyAuth
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIConflictError,
+    AzureOpenAIConnectionError,
     AzureOpenAIError,
     AzureOpenAIResponseError,
     AzureOpenAIUploadError,
 )
+from airflow_provider_aoai.models import ObjectKind
 from tests.adversarial.helpers import md5
 from tests.adversarial.hostile import HostileService, endless, trickle
 from tests.conftest import API_KEY, CHAT_LINE, jsonl, set_connection
@@ -146,6 +150,67 @@ def test_an_endless_error_body_is_not_read_to_its_end(monkeypatch):
         sent = hostile.body_bytes_sent
     assert len(str(caught.value)) < 2048
     assert sent < 16 * MiB, f"the client read {sent // MiB} MiB of the error body"
+
+
+def _client_to(url: str, monkeypatch, transport: str) -> AzureOpenAIClient:
+    """A client of ``url``: directly (keep-alive connections) or through it as an HTTP proxy (requests)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    endpoint = url
+    if transport == "proxy":
+        monkeypatch.setenv("HTTP_PROXY", url)
+        endpoint = "http://localhost:1"  # never connected to: the proxy is asked for it
+    return AzureOpenAIClient(endpoint=endpoint, auth=ApiKeyAuth(API_KEY), max_retries=1, backoff_seconds=0)
+
+
+@pytest.mark.parametrize("transport", ["direct", "proxy"])
+def test_an_endless_success_is_not_read_to_its_end(monkeypatch, transport):
+    """A success answer that never ends (a broken proxy) would fill the worker's, or the triggerer's,
+    memory: it is read up to 64 MiB, then refused, and not asked again."""
+    with HostileService(endless(status=200)) as hostile:
+        client = _client_to(hostile.url, monkeypatch, transport)
+        with pytest.raises(AzureOpenAIResponseError) as caught:
+            client.request_object("GET", ("files", "file-1"), expect=ObjectKind.FILE, expect_id="file-1")
+        sent = hostile.body_bytes_sent
+        assert hostile.requests == 1
+    assert caught.value.code == "answerTooLarge"
+    assert caught.value.status == 200
+    assert 64 * MiB <= sent < 96 * MiB, f"the client took {sent // MiB} MiB"
+
+
+def cut_short_once(body: bytes):
+    """The first answer announces ``body`` but the connection closes after 5 bytes; later ones are whole."""
+    answered = []
+
+    def serve(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body if answered else body[:5])
+        if not answered:
+            handler.close_connection = True
+        answered.append(True)
+
+    return serve
+
+
+@pytest.mark.parametrize("transport", ["direct", "proxy"])
+def test_a_success_cut_short_is_a_connection_error(monkeypatch, transport):
+    """A body that ends before its Content-Length is a broken connection, not a malformed answer: a read
+    is asked again, a create is not (the service may have acted on it)."""
+    body = json.dumps({"id": "file-1", "object": "file", "bytes": 1, "status": "processed"}).encode()
+    with HostileService(cut_short_once(body)) as hostile:
+        client = _client_to(hostile.url, monkeypatch, transport)
+        file = client.request_object("GET", ("files", "file-1"), expect=ObjectKind.FILE, expect_id="file-1")
+        assert file["id"] == "file-1"
+        assert hostile.requests == 2
+    with HostileService(cut_short_once(body)) as hostile:
+        client = _client_to(hostile.url, monkeypatch, transport)
+        with pytest.raises(AzureOpenAIConnectionError, match="may have acted"):
+            client.request("POST", ("files",), retry=Retry.CREATE, json={})
+        assert hostile.requests == 1
 
 
 def test_held_a_10_mb_error_message_is_cut(service):
