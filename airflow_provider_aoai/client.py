@@ -19,7 +19,8 @@ Retry policy
       acted on it: 408/429 answers and connections that never opened. A 5xx or a connection dropped
       mid-request may have created the file, so it is raised, never repeated: a retry must not leave a
       duplicate behind. (Completing an upload is not such a create: an upload completes at most once, so it
-      is retried like a read; see ``AzureOpenAIHook.complete_upload``.)
+      is retried like a read; see ``AzureOpenAIHook.complete_upload``.) A create whose body is in memory
+      goes on a connection opened for it, never a kept-alive one that may have died while idle.
     * A ``stop`` event ends the retries at once, and :meth:`AzureOpenAIClient.abort_in_flight` shuts the
       sockets of requests under way, so a killed task does not wait for them.
 """
@@ -42,7 +43,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import cached_property
 from typing import IO, Any, cast
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -198,6 +198,8 @@ def _never_sent(exc: requests.RequestException) -> bool:
 def describe_connection_error(exc: BaseException, timeout: float) -> str:
     """Why a request did not reach the service, in words: name not resolved, refused, timed out, TLS, ..."""
     chain = list(_chain(exc))
+    if any(isinstance(e, _AbortedWhileOpening) for e in chain):
+        return "aborted while the connection opened (the task is being killed); nothing was sent"
     name_error = getattr(urllib3.exceptions, "NameResolutionError", ())
     if any(isinstance(e, socket.gaierror) or (name_error and isinstance(e, name_error)) for e in chain):
         return "the host name could not be resolved"
@@ -217,6 +219,8 @@ def describe_connection_error(exc: BaseException, timeout: float) -> str:
         return f"no answer within {timeout:g}s (timed out)"
     if any(isinstance(e, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)) for e in chain):
         return "the connection was closed by the other side"
+    if any(isinstance(e, ValueError) for e in chain):  # a negative chunk size, say
+        return "the answer's framing is not valid HTTP"
     if any(isinstance(e, (urllib3.exceptions.ProtocolError, http.client.HTTPException)) for e in chain):
         return "the connection was closed before an answer arrived"
     return type(exc).__name__
@@ -387,22 +391,23 @@ def _body_limit(status: int) -> int:
 
 
 def _read_at_most(raw: http.client.HTTPResponse, limit: int) -> tuple[bytes, bool]:
-    """At most ``limit`` bytes of an ``http.client`` answer's body, and whether there was more.
+    """At most ``limit`` bytes of an ``http.client`` answer's body, and whether there was more (then only
+    its first :data:`ERROR_BODY_LIMIT` bytes are kept: all an error message needs).
 
     :raises http.client.IncompleteRead: the connection closed before the announced length arrived.
     """
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = raw.read(min(STREAM_CHUNK, limit + 1 - size))
+    content = bytearray()
+    while len(content) <= limit:
+        chunk = raw.read(min(STREAM_CHUNK, limit + 1 - len(content)))
         if not chunk:
             break
-        chunks.append(chunk)
-        size += len(chunk)
-    content = b"".join(chunks)
-    if size <= limit and raw.length:  # the body ended before its Content-Length
-        raise http.client.IncompleteRead(content, raw.length)
-    return content[:limit], size > limit
+        content += chunk
+    if len(content) > limit:
+        del content[min(limit, ERROR_BODY_LIMIT) :]
+        return bytes(content), True
+    if raw.length:  # the body ended before its Content-Length
+        raise http.client.IncompleteRead(bytes(content), raw.length)
+    return bytes(content), False
 
 
 def _read_whole(response: requests.Response) -> _ReadAnswer:
@@ -416,11 +421,13 @@ def _read_whole(response: requests.Response) -> _ReadAnswer:
         content = response.raw.read(limit + 1, decode_content=True) or b""
     except urllib3.exceptions.ReadTimeoutError as exc:
         raise requests.exceptions.ReadTimeout(exc) from exc
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
+    except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:  # ValueError: a bad chunk size
         raise requests.exceptions.ConnectionError(exc) from exc
     finally:
         response.close()
-    return _ReadAnswer(response.raw, content[:limit], len(content) > limit)
+    if len(content) > limit:
+        return _ReadAnswer(response.raw, content[: min(limit, ERROR_BODY_LIMIT)], True)
+    return _ReadAnswer(response.raw, content)
 
 
 class _InFlight:
@@ -429,6 +436,7 @@ class _InFlight:
     def __init__(self) -> None:
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self.aborts = 0  # how often abort() ran: a connection that opened meanwhile sends nothing
 
     def add(self, connection: Any) -> None:
         with self._lock:
@@ -440,6 +448,7 @@ class _InFlight:
 
     def abort(self) -> int:
         with self._lock:
+            self.aborts += 1
             connections = list(self._connections)
         aborted = 0
         for connection in connections:
@@ -458,21 +467,34 @@ class _ConnectFailed(requests.exceptions.ConnectionError):
     """The connection did not open (refused, name not resolved): the service never saw the request."""
 
 
+class _AbortedWhileOpening(_ConnectFailed):
+    """The client was aborted (the task is being killed) while the connection opened: nothing was sent."""
+
+
 def _tls_context(verify: bool | str | None) -> ssl.SSLContext:
     """The TLS settings requests would use: verified (host name included) against its CA bundle, or the
     bundle file or directory ``verify`` names (``REQUESTS_CA_BUNDLE``). A client never turns verification
     off."""
     where = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
-    if os.path.isdir(where):
-        context = ssl.create_default_context(capath=where)
-    else:
-        context = ssl.create_default_context(cafile=where)
+    try:
+        if os.path.isdir(where):
+            context = ssl.create_default_context(capath=where)
+        else:
+            context = ssl.create_default_context(cafile=where)
+    except (ssl.SSLError, OSError) as exc:
+        reason = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
+        raise AzureOpenAIConfigError(
+            f"The CA bundle {where!r} (REQUESTS_CA_BUNDLE, or requests' own) cannot be used: {reason}"
+        ) from None
     context.set_alpn_protocols(["http/1.1"])
     return context
 
 
 def _dropped(sock: socket.socket) -> bool:
-    """True when an idle kept-alive socket has been closed by the other side (or has stray bytes to read)."""
+    """True when an idle kept-alive socket has been closed by the other side (or has stray bytes to read,
+    including bytes TLS has already decrypted)."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
@@ -485,45 +507,45 @@ class KeepAliveConnections:
     A triggerer polling a thousand files makes a hundred status requests a second; on ``http.client`` one
     costs about half the CPU it costs through urllib3's pool, timeout and response objects (0.25 against
     0.5 ms on a 2-core VM). What the service sees is the same request. TLS is verified as requests verifies
-    it (its CA bundle, or ``REQUESTS_CA_BUNDLE``). An answer is read whole (see :class:`_ReadAnswer`); a
-    connection is reused only once its answer was read to the end, and not if the service has closed it
-    meanwhile. Failures are raised as requests raises them, so the client's retry policy treats both
-    transports alike. Thread-safe: a connection serves one request at a time.
+    it (its CA bundle, or ``REQUESTS_CA_BUNDLE``). An answer is read whole (see :class:`_ReadAnswer`), after
+    any interim 1xx answers; a connection is reused only once its answer was read to the end, and not if
+    the service has closed it meanwhile. A create always goes on a connection of its own, opened for it: on
+    a kept-alive one that a load balancer dropped while idle it would fail as "may have acted" although
+    nothing reached the service. Failures are raised as requests raises them, so the client's retry policy
+    treats both transports alike. Thread-safe: a connection serves one request at a time.
+
+    :raises AzureOpenAIConfigError: the CA bundle cannot be read.
     """
 
     def __init__(self, base_url: str, verify: bool | str | None, in_flight: _InFlight, size: int) -> None:
         parts = urlsplit(base_url)
-        self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._port = parts.port
-        self._verify = verify
+        self._context = _tls_context(verify) if parts.scheme == "https" else None
         self._in_flight = in_flight
         self._size = size
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._generation = 0  # close() starts a new one: a connection of an older one is not kept
 
-    @cached_property
-    def _context(self) -> ssl.SSLContext:
-        return _tls_context(self._verify)
-
-    def _take(self, timeout: float) -> tuple[http.client.HTTPConnection, int]:
+    def _take(self, timeout: float, fresh: bool) -> tuple[http.client.HTTPConnection, int]:
         connection: http.client.HTTPConnection | None = None
         with self._lock:
             generation = self._generation
-            while self._idle and connection is None:
+            while self._idle and connection is None and not fresh:
                 connection = self._idle.pop()
                 if connection.sock is None or _dropped(connection.sock):
                     connection.close()
                     connection = None
         if connection is not None:
             cast(socket.socket, connection.sock).settimeout(timeout)
-        elif self._https:
+        elif self._context is not None:
             connection = http.client.HTTPSConnection(
                 self._host, self._port, timeout=timeout, context=self._context
             )
         else:
             connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        connection.response_class = _FinalResponse
         self._in_flight.add(connection)
         return connection, generation
 
@@ -544,46 +566,88 @@ class KeepAliveConnections:
         for connection in idle:
             connection.close()
 
+    def _open(self, connection: http.client.HTTPConnection) -> None:
+        aborts = self._in_flight.aborts
+        try:
+            connection.connect()
+        except TimeoutError as exc:
+            raise requests.exceptions.ConnectTimeout(exc) from exc
+        except ssl.SSLError as exc:
+            raise requests.exceptions.SSLError(exc) from exc
+        except OSError as exc:
+            raise _ConnectFailed(exc) from exc
+        if self._in_flight.aborts != aborts:  # killed while connecting: send nothing
+            raise _AbortedWhileOpening()
+
     def send(
-        self, method: str, target: str, body: bytes | None, headers: dict[str, str], timeout: float
+        self,
+        method: str,
+        target: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: float,
+        *,
+        fresh: bool = False,
     ) -> requests.Response:
         """Send one request (``target`` in origin form) and read its answer.
 
+        :param fresh: on a new connection (for a create), never a kept-alive one.
         :raises requests.RequestException: as requests would raise it (connect timeout, TLS, read timeout,
             connection error), so that the caller's retry policy applies unchanged.
+        :raises AzureOpenAIConfigError: a header value cannot be sent (the value is not shown).
         """
-        connection, generation = self._take(timeout)
+        connection, generation = self._take(timeout, fresh)
         reusable = False
         try:
             if connection.sock is None:
-                try:
-                    connection.connect()
-                except TimeoutError as exc:
-                    raise requests.exceptions.ConnectTimeout(exc) from exc
-                except ssl.SSLError as exc:
-                    raise requests.exceptions.SSLError(exc) from exc
-                except OSError as exc:
-                    raise _ConnectFailed(exc) from exc
+                self._open(connection)
+            unsent: OSError | None = None
             try:
                 connection.request(method, target, body=body, headers=headers)
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+                unsent = exc  # the service may have answered before taking it all (a 413): read that
+            except ValueError:
+                names = ", ".join(sorted(headers))
+                raise AzureOpenAIConfigError(
+                    f"{method} cannot be sent: a header value ({names}) has a line break or a character "
+                    "HTTP cannot carry"
+                ) from None
+            try:
                 raw = connection.getresponse()
                 content, truncated = _read_at_most(raw, _body_limit(raw.status))  # broken off: retried
-                reusable = raw.isclosed() and not raw.will_close  # read to the end, and kept open
+                reusable = unsent is None and raw.isclosed() and not raw.will_close
             except TimeoutError as exc:
                 raise requests.exceptions.ReadTimeout(exc) from exc
             except ssl.SSLError as exc:
                 raise requests.exceptions.SSLError(exc) from exc
-            except (http.client.HTTPException, OSError) as exc:
-                raise requests.exceptions.ConnectionError(exc) from exc
+            except (http.client.HTTPException, OSError, ValueError) as exc:
+                raise requests.exceptions.ConnectionError(unsent or exc) from (unsent or exc)
         finally:
             self._give_back(connection, generation, reusable)
         return cast(requests.Response, _ReadAnswer(raw, content, truncated))
+
+
+class _FinalResponse(http.client.HTTPResponse):
+    """An ``http.client`` answer that skips every interim (1xx) answer before the final one.
+
+    ``http.client`` skips only ``100 Continue``: a ``103 Early Hints`` or ``102 Processing`` would be taken
+    for the answer, and the real one, still on its way, would be read as the answer to the next request on
+    the connection. A ``101`` is never asked for; what follows it is not HTTP (a connection error).
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 100 <= status < 200:
+                return version, status, reason
+            http.client.parse_headers(self.fp)  # the interim answer's headers
 
 
 def _tracked_pool(base: type[HTTPConnectionPool], in_flight: _InFlight) -> type[HTTPConnectionPool]:
     class TrackedPool(base):  # type: ignore[valid-type,misc]
         def _get_conn(self, timeout: float | None = None) -> Any:
             connection = super()._get_conn(timeout)
+            connection.response_class = _FinalResponse
             in_flight.add(connection)
             return connection
 
@@ -593,6 +657,25 @@ def _tracked_pool(base: type[HTTPConnectionPool], in_flight: _InFlight) -> type[
             super()._put_conn(conn)
 
     return TrackedPool
+
+
+class _TrackedAdapter(HTTPAdapter):
+    """requests' adapter whose pools, direct or through an HTTP(S) proxy, track their connections in
+    ``in_flight`` (so a kill can shut them) and skip interim answers (see :class:`_FinalResponse`)."""
+
+    def __init__(self, in_flight: _InFlight, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pool_classes = {
+            "http": _tracked_pool(HTTPConnectionPool, in_flight),
+            "https": _tracked_pool(HTTPSConnectionPool, in_flight),
+        }
+        self.poolmanager.pool_classes_by_scheme = self._pool_classes
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS proxies keep their own pool classes
+            manager.pool_classes_by_scheme = self._pool_classes
+        return manager
 
 
 class AzureOpenAIClient:
@@ -663,22 +746,18 @@ class AzureOpenAIClient:
             "User-Agent": str(self.session.headers["User-Agent"]),
             "Accept-Encoding": "identity",
         }
-        self._pool_size = pool_size
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
-        adapter.poolmanager.pool_classes_by_scheme = {
-            "http": _tracked_pool(HTTPConnectionPool, self._in_flight),
-            "https": _tracked_pool(HTTPSConnectionPool, self._in_flight),
-        }
+        adapter = _TrackedAdapter(
+            self._in_flight, pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0
+        )
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-
-    @cached_property
-    def _direct(self) -> KeepAliveConnections | None:
-        """Keep-alive connections for requests whose body is in memory, or ``None`` when a proxy applies
-        (proxies, and their headers, are left to requests)."""
-        if self.session.proxies:
-            return None
-        return KeepAliveConnections(self.base_url, self.session.verify, self._in_flight, self._pool_size)
+        # Keep-alive connections for requests whose body is in memory; none when a proxy applies (proxies,
+        # and their headers, are left to requests).
+        self._direct = (
+            None
+            if self.session.proxies
+            else KeepAliveConnections(self.base_url, self.session.verify, self._in_flight, pool_size)
+        )
 
     def _send_direct(
         self,
@@ -689,6 +768,7 @@ class AzureOpenAIClient:
         payload: Any,
         headers: dict[str, str],
         wait: float,
+        fresh: bool,
     ) -> requests.Response:
         target = f"{self._base_path}{self._prefix}/{shown}"  # origin-form, as requests sends
         if query:
@@ -698,7 +778,7 @@ class AzureOpenAIClient:
         if payload is not None:
             data = json_module.dumps(payload, allow_nan=False).encode()
             all_headers["Content-Type"] = "application/json"
-        return direct.send(method, target, data, all_headers, wait)
+        return direct.send(method, target, data, all_headers, wait, fresh=fresh)
 
     @property
     def host(self) -> str:
@@ -775,7 +855,8 @@ class AzureOpenAIClient:
             try:
                 direct = self._direct if body is None and not stream else None
                 if direct is not None:
-                    response = self._send_direct(direct, method, shown, query, json, headers, wait)
+                    fresh = retry is Retry.CREATE  # never on a kept-alive connection that may be dead
+                    response = self._send_direct(direct, method, shown, query, json, headers, wait, fresh)
                 else:
                     response = self.session.request(
                         method,
@@ -857,16 +938,21 @@ class AzureOpenAIClient:
         size = 0
         try:
             out = open_out()
-            for chunk in response.iter_content(STREAM_CHUNK):
+            chunks = response.iter_content(STREAM_CHUNK)
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except (requests.RequestException, ValueError) as exc:  # ValueError: a bad chunk size
+                    raise AzureOpenAIConnectionError(
+                        f"GET {self._quoted(path)} from {self.host} broke off after {size} bytes: "
+                        f"{describe_connection_error(exc, self.timeout)}"
+                    ) from None
+                if chunk is None:
+                    break
                 if stop is not None and stop.is_set():
                     raise AzureOpenAIStoppedError("the download was stopped (the task is being killed)")
                 out.write(chunk)
                 size += len(chunk)
-        except requests.RequestException as exc:
-            raise AzureOpenAIConnectionError(
-                f"GET {'/'.join(quote(s, safe='') for s in path)} from {self.host} broke off after {size} "
-                f"bytes: {describe_connection_error(exc, self.timeout)}"
-            ) from None
         finally:
             response.close()
         return size

@@ -7,6 +7,7 @@ as they are read, and every new token as soon as it is obtained.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -61,12 +62,24 @@ def mask_url_secrets(url: str) -> None:
             mask(value)
 
 
+_PRINTABLE_ASCII = re.compile(r"[!-~]+")
+
+
 class ApiKeyAuth:
-    """Sends the ``api-key`` header."""
+    """Sends the ``api-key`` header.
+
+    :raises AzureOpenAIConfigError: the key has a space, a line break or a character outside printable ASCII
+        (a key has none; a header could not carry them faithfully). The message never shows the key.
+    """
 
     def __init__(self, api_key: str) -> None:
-        self._api_key = api_key
         mask(api_key, with_prefix=True)
+        if not isinstance(api_key, str) or not _PRINTABLE_ASCII.fullmatch(api_key):
+            raise AzureOpenAIConfigError(
+                "the api key has a space, a line break or a character outside printable ASCII, which an "
+                "api key never has: copy it again from the resource's Keys and Endpoint page"
+            )
+        self._api_key = api_key
 
     def headers(self) -> dict[str, str]:
         return {"api-key": self._api_key}
@@ -167,7 +180,11 @@ def build_auth(
         return value
 
     if auth_type == "api_key":
-        return ApiKeyAuth(required("password (api key)", password))
+        key = required("password (api key)", password)
+        try:
+            return ApiKeyAuth(key)
+        except AzureOpenAIConfigError as exc:
+            raise AzureOpenAIConfigError(f"Connection {conn_id!r}: password: {exc}") from None
 
     from azure import identity
 

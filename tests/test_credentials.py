@@ -111,3 +111,21 @@ def test_a_foundry_connection_refuses_import_and_uploads_without_a_request(
         with pytest.raises(AzureOpenAIUnsupportedOperationError, match="foundry"):
             call()
     assert len(emulator.faults.requests) == before
+
+
+@pytest.mark.parametrize(
+    "key", ["CANARY-key-0123456789\n", " CANARY-key-0123456789", "CANARY-key\r\nX-Evil: 1", "CANARY-kéy-0123"]
+)
+def test_an_api_key_a_header_cannot_carry_is_refused_without_showing_it(emulator, monkeypatch, key):
+    """A key pasted with a line break (a secrets file's last line) or an odd character: http.client refused
+    it with a ValueError that quoted the key. Now the connection is refused before any request."""
+    from airflow_provider_aoai.exceptions import AzureOpenAIConfigError
+
+    set_connection(monkeypatch, "aoai_pasted", host=emulator.url, password=key)
+    hook = AzureOpenAIHook(aoai_conn_id="aoai_pasted")
+    with pytest.raises(AzureOpenAIConfigError, match="'aoai_pasted': password: the api key has") as caught:
+        hook.get_file(file_id="file-1")
+    ok, message = hook.test_connection()
+    assert not ok
+    for text in (str(caught.value), repr(caught.value), message):
+        assert "CANARY" not in text and "0123" not in text

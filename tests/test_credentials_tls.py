@@ -9,7 +9,11 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_aoai.emulator import Emulator
-from airflow_provider_aoai.exceptions import AzureOpenAIConnectionError, AzureOpenAICredentialError
+from airflow_provider_aoai.exceptions import (
+    AzureOpenAIConfigError,
+    AzureOpenAIConnectionError,
+    AzureOpenAICredentialError,
+)
 from airflow_provider_aoai.hooks import AzureOpenAIHook
 from tests.conftest import set_connection
 
@@ -130,3 +134,19 @@ def test_tls_is_verified(tls_emulator, monkeypatch):
     set_connection(monkeypatch, "aoai_untrusted", host=tls_emulator.url, password="any-key-will-do")
     with pytest.raises(AzureOpenAIConnectionError, match="TLS failed"):
         AzureOpenAIHook(aoai_conn_id="aoai_untrusted").list_files()
+
+
+@pytest.mark.parametrize("bundle", ["missing", "not PEM"])
+def test_a_ca_bundle_that_cannot_be_read_is_a_config_error(tls_emulator, monkeypatch, tmp_path, bundle):
+    """REQUESTS_CA_BUNDLE naming a missing file, or a file with no certificate in it: a config error naming
+    the bundle, before any request (it was a raw FileNotFoundError / ssl.SSLError)."""
+    path = tmp_path / "ca.pem"
+    if bundle == "not PEM":
+        path.write_text("not a certificate\n")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(path))
+    set_connection(monkeypatch, "aoai_bad_bundle", host=tls_emulator.url, password="any-key-will-do")
+    hook = AzureOpenAIHook(aoai_conn_id="aoai_bad_bundle")
+    with pytest.raises(AzureOpenAIConfigError, match=f"The CA bundle '{path}'.*cannot be used"):
+        hook.list_files()
+    ok, message = hook.test_connection()
+    assert not ok and "CA bundle" in message

@@ -122,10 +122,15 @@ def test_a_connection_the_service_closed_while_idle_is_not_reused_for_a_create()
         ]
 
 
-def test_a_kill_shuts_the_socket_of_a_request_under_way():
+@pytest.mark.parametrize("through_proxy", [False, True], ids=["direct", "proxy"])
+def test_a_kill_shuts_the_socket_of_a_request_under_way(no_proxy_settings, through_proxy):
     body = json.dumps({"id": "file-1", "object": "file"}).encode()
     with HostileService(trickle(body, every=1.0)) as service:  # ~30 s to answer in full
-        client = AzureOpenAIClient(endpoint=service.url, auth=ApiKeyAuth(API_KEY), timeout=60)
+        endpoint = service.url
+        if through_proxy:  # the service is the proxy too: requests sends it every request
+            no_proxy_settings.setenv("HTTP_PROXY", service.url)
+            endpoint = "http://localhost:1"
+        client = AzureOpenAIClient(endpoint=endpoint, auth=ApiKeyAuth(API_KEY), timeout=60)
         stop = threading.Event()
         outcome: list[BaseException] = []
 

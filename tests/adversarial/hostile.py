@@ -3,6 +3,8 @@ that trickle, never end, or end in a chunked body of any size). Real sockets, no
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -95,3 +97,51 @@ class HostileService:
     def __exit__(self, *exc_info: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class RawService:
+    """A TCP service below HTTP: ``handler(connection, service)`` serves each accepted connection with raw
+    bytes (1xx answers, bad chunk sizes, answers before the request body is read). ``service.connections``
+    counts the connections accepted, ``service.request_lines`` the request lines read by :func:`read_head`."""
+
+    def __init__(self, handler: Callable[[socket.socket, RawService], None]) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.request_lines: list[bytes] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def read_head(self, connection: socket.socket) -> bytes | None:
+        """One request's head (its body is left unread); None when the client closed the connection."""
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = connection.recv(65536)
+            if not data:
+                return None
+            head += data
+        self.request_lines.append(head.split(b"\r\n", 1)[0])
+        return head
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            self.handler(connection, self)
+
+    def __enter__(self) -> RawService:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._listener.close()

@@ -5,6 +5,7 @@ or never ends them, the emulator plays the lost-complete cases."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -13,6 +14,7 @@ import pytest
 from airflow_provider_aoai.client import AzureOpenAIClient, Retry
 from airflow_provider_aoai.credentials import ApiKeyAuth
 from airflow_provider_aoai.exceptions import (
+    AzureOpenAIBadRequestError,
     AzureOpenAIConflictError,
     AzureOpenAIConnectionError,
     AzureOpenAIError,
@@ -21,7 +23,7 @@ from airflow_provider_aoai.exceptions import (
 )
 from airflow_provider_aoai.models import ObjectKind
 from tests.adversarial.helpers import md5
-from tests.adversarial.hostile import HostileService, endless, trickle
+from tests.adversarial.hostile import HostileService, RawService, endless, trickle
 from tests.conftest import API_KEY, CHAT_LINE, jsonl, set_connection
 from tests.misbehaving import Answer, MisbehavingService
 
@@ -286,3 +288,105 @@ def test_held_a_lost_complete_with_identical_twins_refuses_to_guess(hook, emulat
     hook.complete_upload(upload_id=other["id"], part_ids=other_parts, md5=md5(data))
     with pytest.raises(AzureOpenAIUploadError, match="cannot tell"):
         hook.complete_upload(upload_id=upload["id"], part_ids=parts, md5=md5(data), upload=upload)
+
+
+def _json_answer(status: str, payload: dict) -> bytes:
+    body = json.dumps(payload).encode()
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def _file_named_in(head: bytes) -> dict:
+    file_id = head.split(b" ")[1].split(b"?")[0].rsplit(b"/", 1)[1].decode()
+    return {"id": file_id, "object": "file", "bytes": 1, "status": "processed"}
+
+
+def early_hints_first(connection, service) -> None:
+    """Every answer comes after a 103 Early Hints (as a CDN in front of a service may send), keep-alive."""
+    while (head := service.read_head(connection)) is not None:
+        interim = b"HTTP/1.1 103 Early Hints\r\nLink: </hint>; rel=preload\r\n\r\n"
+        connection.sendall(interim + _json_answer("200 OK", _file_named_in(head)))
+
+
+@pytest.mark.parametrize("transport", ["direct", "proxy"])
+def test_interim_answers_are_skipped_and_each_request_gets_its_own_answer(monkeypatch, transport):
+    """http.client skips only 100 Continue: a 103 was taken for the answer, and the real one, still on the
+    connection, became the answer to the next request (file-A's answer to a request for file-B)."""
+    with RawService(early_hints_first) as service:
+        client = _client_to(service.url, monkeypatch, transport)
+        for file_id in ("file-A", "file-B", "file-C"):
+            file = client.request_object("GET", ("files", file_id), expect=ObjectKind.FILE, expect_id=file_id)
+            assert file["id"] == file_id
+        created = client.request("POST", ("files", "file-D"), retry=Retry.CREATE, json={})
+        assert created.status_code == 200 and created.json()["id"] == "file-D"
+
+
+def bad_chunk_size(connection, service) -> None:
+    if service.read_head(connection) is not None:
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'-5\r\n{"a":\r\n0\r\n\r\n'
+        )
+
+
+@pytest.mark.parametrize("transport", ["direct", "proxy", "download"])
+def test_a_negative_chunk_size_is_a_connection_error(monkeypatch, transport, tmp_path):
+    with RawService(bad_chunk_size) as service:
+        client = _client_to(service.url, monkeypatch, "direct" if transport == "download" else transport)
+        with pytest.raises(AzureOpenAIConnectionError, match="framing is not valid HTTP"):
+            if transport == "download":
+                client.download(("files", "file-1", "content"), lambda: (tmp_path / "out").open("wb"))
+            else:
+                client.request_object("GET", ("files", "file-1"), expect=ObjectKind.FILE, expect_id="file-1")
+
+
+def too_large_before_reading(connection, service) -> None:
+    """Answers 413 from the head alone and hangs up with the body unread (a gateway's limit)."""
+    if service.read_head(connection) is not None:
+        error = {"error": {"code": "RequestEntityTooLarge", "message": "body too large"}}
+        connection.sendall(_json_answer("413 Payload Too Large", error))
+        connection.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.parametrize("transport", ["direct", "proxy"])
+def test_an_answer_given_before_the_body_was_read_is_the_answer(monkeypatch, transport):
+    """The service may answer (413, 401) without reading a large body, and hang up: the sender's pipe breaks,
+    but the answer is there to read. It is the error raised, and nothing is sent again."""
+    body = {"part_ids": [f"part-{n:040d}" for n in range(200_000)]}  # ~9 MB: more than the socket buffers
+    with RawService(too_large_before_reading) as service:
+        client = _client_to(service.url, monkeypatch, transport)
+        with pytest.raises(AzureOpenAIBadRequestError) as caught:
+            client.request("POST", ("uploads", "upload-1", "complete"), json=body)
+        assert service.connections == 1
+    assert caught.value.status == 413 and caught.value.code == "RequestEntityTooLarge"
+
+
+def keeps_alive(connection, service) -> None:
+    while (head := service.read_head(connection)) is not None:
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            ),
+            0,
+        )
+        body = head.split(b"\r\n\r\n", 1)[1]
+        while len(body) < length:
+            body += connection.recv(65536)
+        connection.sendall(_json_answer("200 OK", _file_named_in(head)))
+
+
+def test_a_create_goes_on_a_connection_of_its_own(monkeypatch):
+    """A kept-alive connection may have been dropped by a load balancer while idle (Azure's forgets a flow
+    after 4 minutes and answers it with a reset): a create sent on it would fail as "may have acted" with
+    nothing sent. Reads share a connection; a create opens its own."""
+    with RawService(keeps_alive) as service:
+        client = _client_to(service.url, monkeypatch, "direct")
+        client.request("GET", ("files", "file-A"))
+        client.request("GET", ("files", "file-B"))
+        assert service.connections == 1
+        client.request("POST", ("files", "file-C"), retry=Retry.CREATE, json={})
+        assert service.connections == 2
+        client.request("GET", ("files", "file-D"))
+        assert service.connections == 2
