@@ -10,7 +10,6 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -18,7 +17,7 @@ from airflow_provider_aoai.client import AzureOpenAIClient, Retry
 from airflow_provider_aoai.credentials import ApiKeyAuth
 from airflow_provider_aoai.exceptions import AzureOpenAIConnectionError, AzureOpenAIStoppedError
 from airflow_provider_aoai.hooks import AzureOpenAIHook
-from tests.adversarial.hostile import HostileService, trickle
+from tests.adversarial.hostile import HostileService, RawService, json_answer, trickle
 from tests.conftest import API_KEY
 
 
@@ -55,70 +54,37 @@ def test_a_closed_client_serves_later_requests(hook, chat_file):
     assert hook.list_files(purpose="fine-tune")
 
 
-class ClosesIdleConnections:
-    """An HTTP/1.1 service that answers with keep-alive (no ``Connection: close``) and then hangs up anyway,
-    as a load balancer does with idle connections. Counts the requests and the connections it closed."""
+def answers_then_hangs_up(hung_up: threading.Semaphore):
+    """Answers with keep-alive (no ``Connection: close``) and then hangs up anyway, as a load balancer does
+    with idle connections; ``hung_up`` is released once it has."""
 
-    def __init__(self) -> None:
-        self.requests: list[str] = []
-        self.closed = threading.Semaphore(0)
-        outer = self
+    def serve(connection: socket.socket, service: RawService) -> None:
+        if service.read_request(connection) is not None:
+            connection.sendall(
+                json_answer("200 OK", {"id": "upload-1", "object": "upload", "status": "pending"})
+            )
+        connection.close()
+        hung_up.release()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
-                outer.requests.append(f"{self.command} {self.path}")
-                body = json.dumps({"id": "upload-1", "object": "upload", "status": "pending"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                self.close_connection = True  # silently: the client was told it may keep the connection
-
-            do_GET = do_POST = _serve
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
-                super().shutdown_request(request)
-                outer.closed.release()
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> ClosesIdleConnections:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    return serve
 
 
 def test_a_connection_the_service_closed_while_idle_is_not_reused_for_a_create():
-    with ClosesIdleConnections() as service:
+    hung_up = threading.Semaphore(0)
+    with RawService(answers_then_hangs_up(hung_up)) as service:
         client = AzureOpenAIClient(endpoint=service.url, auth=ApiKeyAuth(API_KEY), max_retries=0)
         client.request("GET", ("uploads", "upload-1"))
-        assert service.closed.acquire(timeout=10), "the service did not hang up"
+        assert hung_up.acquire(timeout=10), "the service did not hang up"
+        # Sent on the dead connection, a read would fail (no retries here); the idle check drops it first.
+        client.request("GET", ("uploads", "upload-1"))
+        assert hung_up.acquire(timeout=10), "the service did not hang up"
         # Sent on the dead connection, the create would fail as "may have acted" and never be repeated.
         created = client.request("POST", ("uploads",), retry=Retry.CREATE, json={"purpose": "fine-tune"})
         assert created.json()["id"] == "upload-1"
-        assert [line.split("?")[0] for line in service.requests] == [
-            "GET /openai/uploads/upload-1",
-            "POST /openai/uploads",
+        assert [line.split(b"?")[0] for line in service.request_lines] == [
+            b"GET /openai/uploads/upload-1",
+            b"GET /openai/uploads/upload-1",
+            b"POST /openai/uploads",
         ]
 
 

@@ -4,6 +4,7 @@ that trickle, never end, or end in a chunked body of any size). Real sockets, no
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -99,6 +100,13 @@ class HostileService:
         self._server.server_close()
 
 
+def json_answer(status: str, payload: dict) -> bytes:
+    """A whole HTTP/1.1 answer with a JSON body, kept alive (no ``Connection: close``)."""
+    body = json.dumps(payload).encode()
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
 class RawService:
     """A TCP service below HTTP: ``handler(connection, service)`` serves each accepted connection with raw
     bytes (1xx answers, bad chunk sizes, answers before the request body is read). ``service.connections``
@@ -116,7 +124,7 @@ class RawService:
         return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
 
     def read_head(self, connection: socket.socket) -> bytes | None:
-        """One request's head (its body is left unread); None when the client closed the connection."""
+        """One request's head (what follows it is left unread); None when the client closed the connection."""
         head = b""
         while b"\r\n\r\n" not in head:
             data = connection.recv(65536)
@@ -124,6 +132,21 @@ class RawService:
                 return None
             head += data
         self.request_lines.append(head.split(b"\r\n", 1)[0])
+        return head
+
+    def read_request(self, connection: socket.socket) -> bytes | None:
+        """One request's head, its body (by Content-Length) read and dropped; None as for :meth:`read_head`."""
+        head = self.read_head(connection)
+        if head is None:
+            return None
+        fields = (line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+        length = next((int(value) for name, value in fields if name.strip().lower() == b"content-length"), 0)
+        body = head.split(b"\r\n\r\n", 1)[1]
+        while len(body) < length:
+            data = connection.recv(65536)
+            if not data:
+                return None
+            body += data
         return head
 
     def _accept(self) -> None:

@@ -23,7 +23,7 @@ from airflow_provider_aoai.exceptions import (
 )
 from airflow_provider_aoai.models import ObjectKind
 from tests.adversarial.helpers import md5
-from tests.adversarial.hostile import HostileService, RawService, endless, trickle
+from tests.adversarial.hostile import HostileService, RawService, endless, json_answer, trickle
 from tests.conftest import API_KEY, CHAT_LINE, jsonl, set_connection
 from tests.misbehaving import Answer, MisbehavingService
 
@@ -290,12 +290,6 @@ def test_held_a_lost_complete_with_identical_twins_refuses_to_guess(hook, emulat
         hook.complete_upload(upload_id=upload["id"], part_ids=parts, md5=md5(data), upload=upload)
 
 
-def _json_answer(status: str, payload: dict) -> bytes:
-    body = json.dumps(payload).encode()
-    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    return head.encode() + body
-
-
 def _file_named_in(head: bytes) -> dict:
     file_id = head.split(b" ")[1].split(b"?")[0].rsplit(b"/", 1)[1].decode()
     return {"id": file_id, "object": "file", "bytes": 1, "status": "processed"}
@@ -305,7 +299,7 @@ def early_hints_first(connection, service) -> None:
     """Every answer comes after a 103 Early Hints (as a CDN in front of a service may send), keep-alive."""
     while (head := service.read_head(connection)) is not None:
         interim = b"HTTP/1.1 103 Early Hints\r\nLink: </hint>; rel=preload\r\n\r\n"
-        connection.sendall(interim + _json_answer("200 OK", _file_named_in(head)))
+        connection.sendall(interim + json_answer("200 OK", _file_named_in(head)))
 
 
 @pytest.mark.parametrize("transport", ["direct", "proxy"])
@@ -344,7 +338,7 @@ def too_large_before_reading(connection, service) -> None:
     """Answers 413 from the head alone and hangs up with the body unread (a gateway's limit)."""
     if service.read_head(connection) is not None:
         error = {"error": {"code": "RequestEntityTooLarge", "message": "body too large"}}
-        connection.sendall(_json_answer("413 Payload Too Large", error))
+        connection.sendall(json_answer("413 Payload Too Large", error))
         connection.shutdown(socket.SHUT_WR)
 
 
@@ -362,19 +356,8 @@ def test_an_answer_given_before_the_body_was_read_is_the_answer(monkeypatch, tra
 
 
 def keeps_alive(connection, service) -> None:
-    while (head := service.read_head(connection)) is not None:
-        length = next(
-            (
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            ),
-            0,
-        )
-        body = head.split(b"\r\n\r\n", 1)[1]
-        while len(body) < length:
-            body += connection.recv(65536)
-        connection.sendall(_json_answer("200 OK", _file_named_in(head)))
+    while (head := service.read_request(connection)) is not None:
+        connection.sendall(json_answer("200 OK", _file_named_in(head)))
 
 
 def test_a_create_goes_on_a_connection_of_its_own(monkeypatch):
