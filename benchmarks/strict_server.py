@@ -13,8 +13,9 @@ that the server's own work stays out of the timed upload:
   until then, and ends ``processed`` or ``error`` (with ``status_details``); the benchmark waits for
   ``processed`` (untimed) after every upload, so a wrong md5 fails the run.
 
-Part bodies are spooled to files under ``--spool`` (best on a tmpfs) until the check; a checked part's file
-is then overwritten by a later part (no fresh pages for the server to fault in and zero).
+Part bodies are spooled to files under ``--spool`` (best on a tmpfs) until the check, then deleted; with
+``--reuse-spool`` a checked part's file is kept and overwritten by a later part instead (no fresh pages for the
+server to fault in and zero) until the server exits.
 ``--bandwidth`` caps each connection's request bodies (bytes/s) and ``--latency`` delays every request, like
 the emulator's simulated link. Prints ``listening on http://127.0.0.1:PORT`` once it accepts connections.
 """
@@ -41,8 +42,11 @@ ROUTE = re.compile(r"^/openai/(uploads|files)(?:/([A-Za-z0-9_.-]+))?(?:/(parts|c
 
 
 class State:
-    def __init__(self, spool: Path, api_key: str, bandwidth: float | None, latency: float) -> None:
+    def __init__(
+        self, spool: Path, api_key: str, bandwidth: float | None, latency: float, reuse: bool = False
+    ) -> None:
         self.spool = spool
+        self.reuse = reuse
         self.api_key = api_key
         self.bandwidth = bandwidth
         self.latency = latency
@@ -320,7 +324,11 @@ def verify(state: State, file: dict[str, Any], parts: list[dict[str, Any]], md5:
         file["status"] = "error" if problem else "processed"
         if problem:
             file["status_details"] = problem
-        state.free.extend(part["path"] for part in parts)
+        for part in parts:
+            if state.reuse:
+                state.free.append(part["path"])
+            else:
+                part["path"].unlink(missing_ok=True)
         for part_id in [p for p, part in state.parts.items() if any(part is q for q in parts)]:
             del state.parts[part_id]
 
@@ -333,10 +341,13 @@ def main() -> int:
     parser.add_argument("--spool", required=True, help="directory for part bodies until they are checked")
     parser.add_argument("--bandwidth", type=float, default=None, help="per-connection cap, bytes/s")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added before every request")
+    parser.add_argument(
+        "--reuse-spool", action="store_true", help="overwrite checked parts' files instead of deleting them"
+    )
     args = parser.parse_args()
     spool = Path(args.spool)
     spool.mkdir(parents=True, exist_ok=True)
-    Handler.state = State(spool, args.api_key, args.bandwidth, args.latency)
+    Handler.state = State(spool, args.api_key, args.bandwidth, args.latency, args.reuse_spool)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)

@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from goals import shown
+
 MiB = 1024 * 1024
 API_KEY = "benchmark-api-key-0123456789"
 
@@ -186,11 +188,12 @@ def report(result: dict) -> None:
         f"against the emulator (its own process); {result['seconds']:g} s windows"
     )
     print(
-        f"  CPU of the triggerer      {result['cpu_percent']:5.1f}% of a core "
+        f"  CPU of the triggerer      {shown(result['cpu_percent'], 1, at_least=False):>5}% of a core "
         f"(user {result['cpu_user_percent']:.1f}%)   goal <= 5%"
     )
     print(
-        f"  event loop lag            {result['lag_max_ms']:5.1f} ms worst, {result['lag_p99_ms']:.1f} ms 99th "
+        f"  event loop lag            {shown(result['lag_max_ms'], 1, at_least=False):>5} ms worst, "
+        f"{result['lag_p99_ms']:.1f} ms 99th "
         f"percentile   goal <= 50 ms"
     )
     print(f"  open sockets (most)       {result['peak_sockets']:5d}   goal <= 16")

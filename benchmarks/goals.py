@@ -1,0 +1,13 @@
+"""How a figure is shown beside its goal: rounded towards failing it, so that no shown value meets a goal its
+exact value misses (a ratio of 0.8996 against ">= 0.9" shows 0.899, not 0.90)."""
+
+from __future__ import annotations
+
+import math
+
+
+def shown(value: float, digits: int, *, at_least: bool) -> str:
+    """``value`` with ``digits`` decimals, rounded down for an at-least goal and up for an at-most goal."""
+    scale = 10**digits
+    rounded = (math.floor if at_least else math.ceil)(round(value * scale, 9)) / scale
+    return f"{rounded:.{digits}f}"
