@@ -1,5 +1,5 @@
 """How a figure is shown beside its goal: rounded towards failing it, so that no shown value meets a goal its
-exact value misses (a ratio of 0.8996 against ">= 0.9" shows 0.899, not 0.90)."""
+exact value misses (a ratio of 0.8996 against ">= 0.9", shown with two decimals, is 0.89, not 0.90)."""
 
 from __future__ import annotations
 
