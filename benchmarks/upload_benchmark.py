@@ -103,6 +103,12 @@ class Server:
             time.sleep(0.05)
         requests.delete(file_url, headers=headers, timeout=30).raise_for_status()
 
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
@@ -137,6 +143,26 @@ def run_worker(mode: str, server: Server, *args: str) -> tuple[dict, int]:
     if "file_id" in result:
         server.wait_processed(result["file_id"])
     return result, usage.ru_maxrss * 1024
+
+
+def timed_runs(source: Path, part: int, plan: list[tuple[str, str, int, Server]]) -> dict:
+    """Run each ``(link, mode, in_flight, server)`` upload of ``source``; its figures by ``link/mode/in_flight``."""
+    runs = {}
+    size_mib = source.stat().st_size // MiB
+    for link, mode, in_flight, server in plan:
+        result, peak = run_worker(mode, server, str(source), str(in_flight), str(part))
+        runs[f"{link}/{mode}/{in_flight}"] = {
+            "seconds": result["seconds"],
+            "mb_s": result["bytes"] / result["seconds"] / 1e6,
+            "peak_rss": peak,
+            "cpu_seconds": result["cpu_seconds"],
+        }
+        print(
+            f"  {size_mib} MiB {link} {mode} x{in_flight}: {result['seconds']:.2f} s, "
+            f"worker CPU {result['cpu_seconds']:.2f} s",
+            flush=True,
+        )
+    return runs
 
 
 def make_source(path: Path, size: int) -> None:
@@ -192,7 +218,6 @@ def main() -> int:
     wan_bandwidth = args.wan_mbps * 1e6
     # The WAN server deletes each part after its check: every run, the SDK's and ours, gets fresh files.
     wan = Server(spool / "wan", wan_bandwidth, args.wan_latency_ms / 1000)
-    loopback: Server | None = None
     figures: dict = {"part_mib": args.part_mib, "concurrency": conc, "wan_mb_s": args.wan_mbps, "sizes": {}}
     try:
         _, baseline = run_worker("baseline", wan)
@@ -201,52 +226,25 @@ def main() -> int:
             source = work / f"source-{size_mib}.bin"
             print(f"Writing a {size_mib} MiB source file...", flush=True)
             make_source(source, size_mib * MiB)
+            runs: dict = {}
             # A loopback server per size, which overwrites checked parts' files: the runs then cost the
             # server no fresh pages (a fault and zeroing each, CPU taken from the client being measured).
             # It exits, freeing its spool, before the WAN runs.
-            loopback = Server(spool / f"loopback-{size_mib}", reuse=True)
-            # Untimed: the first upload of a size fills that spool, and pays for memory the VM has not backed
-            # yet (a fresh VM's first touch of a page costs a host page fault: measured, the SDK's first runs
-            # on a fresh machine went at 300 MB/s against 700 once warm). Every timed run then starts alike.
-            for mode, in_flight in (("sdk", 1), ("ours", conc)):
-                run_worker(mode, loopback, str(source), str(in_flight), str(part))
-            rate = md5_rate(source)
-            runs: dict = {"md5_mb_s": rate}
-            plan = [
-                ("loopback", "sdk", 1),
-                ("loopback", "ours", 1),
-                ("loopback", "ours", conc),
-                ("wan", "sdk", 1),
-                ("wan", "ours", conc),
-            ]
-            for link, mode, in_flight in plan:
-                if link == "wan" and loopback is not None:
-                    loopback.stop()
-                    loopback = None
-                if args.loopback_only and link == "wan":
-                    continue
-                server = wan if link == "wan" else loopback
-                assert server is not None
-                result, peak = run_worker(mode, server, str(source), str(in_flight), str(part))
-                runs[f"{link}/{mode}/{in_flight}"] = {
-                    "seconds": result["seconds"],
-                    "mb_s": result["bytes"] / result["seconds"] / 1e6,
-                    "peak_rss": peak,
-                    "cpu_seconds": result["cpu_seconds"],
-                }
-                print(
-                    f"  {size_mib} MiB {link} {mode} x{in_flight}: {result['seconds']:.2f} s, "
-                    f"worker CPU {result['cpu_seconds']:.2f} s",
-                    flush=True,
-                )
-            if loopback is not None:
-                loopback.stop()
-                loopback = None
+            with Server(spool / f"loopback-{size_mib}", reuse=True) as loopback:
+                # Untimed: the first upload of a size fills that spool, and pays for memory the VM has not
+                # backed yet (a fresh VM's first touch of a page costs a host page fault: measured, the SDK's
+                # first runs on a fresh machine went at 300 MB/s against 700 once warm). Every timed run then
+                # starts alike.
+                for mode, in_flight in (("sdk", 1), ("ours", conc)):
+                    run_worker(mode, loopback, str(source), str(in_flight), str(part))
+                runs["md5_mb_s"] = md5_rate(source)
+                plan = [("loopback", "sdk", 1), ("loopback", "ours", 1), ("loopback", "ours", conc)]
+                runs |= timed_runs(source, part, [(*run, loopback) for run in plan])
+            if not args.loopback_only:
+                runs |= timed_runs(source, part, [("wan", "sdk", 1, wan), ("wan", "ours", conc, wan)])
             figures["sizes"][size_mib] = runs
             source.unlink()
     finally:
-        if loopback is not None:
-            loopback.stop()
         wan.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(spool, ignore_errors=True)
