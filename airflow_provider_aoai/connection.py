@@ -1,8 +1,9 @@
 """An Airflow ``aoai`` connection -> checked settings -> the HTTP client (no request is sent here).
 
-Every field is checked before anything is built, and every problem is an :class:`AzureOpenAIConfigError`
-that names the connection and the field, never a raw ``ValueError`` from deep inside a library. Messages
-show endpoints redacted (no userinfo, no query values).
+Every field is checked here, once, before anything is built, and every problem is an
+:class:`AzureOpenAIConfigError` that names the connection and the field, never a raw ``ValueError`` from
+deep inside a library; the client takes the settings as given. Messages show endpoints redacted (no
+userinfo, no query values).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_aoai.client import AzureOpenAIClient, normalize_endpoint
 from airflow_provider_aoai.credentials import AUTH_TYPES, build_auth, connection_field
 from airflow_provider_aoai.exceptions import AzureOpenAIConfigError
+from airflow_provider_aoai.http.client import AzureOpenAIClient
+from airflow_provider_aoai.http.endpoint import Endpoint
 from airflow_provider_aoai.models import Surface, has_space_or_control
 from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.urls import is_loopback
@@ -36,9 +38,7 @@ class ConnectionSettings:
     """The checked settings of one ``aoai`` connection."""
 
     conn_id: str
-    endpoint: str
-    surface: Surface
-    api_version: str | None
+    endpoint: Endpoint
     timeout: float
     max_retries: int
     retry_backoff: float
@@ -171,9 +171,10 @@ def read_settings(conn: Any, conn_id: str) -> ConnectionSettings:
             "api_version", f"{api_version[:40]!r} is not an api-version (e.g. 2024-10-21 or v1)"
         )
     try:
-        _, surface = normalize_endpoint(host, api_version)
+        endpoint = Endpoint.of(host, api_version)
     except AzureOpenAIConfigError as exc:
         raise AzureOpenAIConfigError(f"Connection {conn_id!r}: field 'host': {exc}") from None
+    surface = endpoint.surface
     check_auth_fields(fields)
     if conn.login is not None and conn.login != "" and fields.raw("client_id") is None:
         login = conn.login
@@ -190,9 +191,7 @@ def read_settings(conn: Any, conn_id: str) -> ConnectionSettings:
     scope = fields.text("scope") or surface.default_scope
     return ConnectionSettings(
         conn_id=conn_id,
-        endpoint=host,
-        surface=surface,
-        api_version=api_version,
+        endpoint=endpoint,
         timeout=fields.number("timeout", DEFAULT_TIMEOUT, minimum=0, maximum=MAX_TIMEOUT, allow_min=False),
         max_retries=fields.integer("max_retries", DEFAULT_MAX_RETRIES, minimum=0, maximum=MAX_RETRIES),
         retry_backoff=fields.number(
@@ -220,7 +219,6 @@ def build_client(conn: Any, conn_id: str) -> AzureOpenAIClient:
     return AzureOpenAIClient(
         endpoint=settings.endpoint,
         auth=auth,
-        api_version=settings.api_version,
         timeout=settings.timeout,
         max_retries=settings.max_retries,
         backoff_seconds=settings.retry_backoff,

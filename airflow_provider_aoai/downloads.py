@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from airflow_provider_aoai.exceptions import AzureOpenAIDestinationError, AzureOpenAIInvalidArgumentError
 from airflow_provider_aoai.redaction import redact
+from airflow_provider_aoai.sources import object_path_fs
 
 
 class LocalDestination:
@@ -97,20 +98,6 @@ def _umask() -> int:
     return current
 
 
-def _object_path_fs(value: Any, argument: str) -> Any:
-    """The fsspec filesystem of an ``ObjectStoragePath``-like value, or ``None`` for anything else."""
-    if isinstance(value, (str, bytes, os.PathLike)) and not hasattr(type(value), "fs"):
-        return None
-    try:
-        fs = getattr(value, "fs", None)
-    except Exception as exc:
-        shown, why = redact(str(value), limit=200), redact(exc, limit=200)
-        raise AzureOpenAIInvalidArgumentError(
-            argument, f"{shown} cannot be opened: {type(exc).__name__}: {why}"
-        ) from None
-    return fs if fs is not None and hasattr(value, "path") and hasattr(value, "open") else None
-
-
 def prepare_destination(
     destination: Any, argument: str = "destination"
 ) -> LocalDestination | ObjectDestination:
@@ -118,7 +105,7 @@ def prepare_destination(
 
     :raises AzureOpenAIInvalidArgumentError: naming ``destination``.
     """
-    fs = _object_path_fs(destination, argument)
+    fs = object_path_fs(destination, argument)
     if fs is not None:
         protocols = fs.protocol
         protocols = protocols if isinstance(protocols, (tuple, list)) else (protocols,)

@@ -8,9 +8,9 @@ namespace per DAG run, task and map index, shared by every try of it and kept ac
   service answers. A later try with the same inputs re-attaches to that file if it still exists and is not
   ``error`` or ``deleted``; if the earlier try died between asking and hearing the answer, the file is looked
   up by name, purpose and size among the files created since;
-* the multipart operator records its :class:`~airflow_provider_aoai.uploads.UploadCheckpoint`: the upload id,
-  part size, source fingerprint and the part ids as they are accepted (in pages of 256, so no single value
-  grows large), and the file id once completed.
+* the multipart operator records its :class:`~airflow_provider_aoai.transfer.checkpoint.UploadCheckpoint`:
+  the upload id, part size, source fingerprint and the part ids as they are accepted (in pages of 256, so no
+  single value grows large), and the file id once completed.
 
 Without a ``task_state_store`` (Airflow 2.11 and 3.0-3.2) nothing is remembered: one log line says so and
 every try starts over, as before.
@@ -23,11 +23,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_aoai.exceptions import AzureOpenAINotFoundError
-from airflow_provider_aoai.models import File, FileStatus
-from airflow_provider_aoai.uploads import UploadCheckpoint
+from airflow_provider_aoai.models import File, FileOutcome, file_outcome
+from airflow_provider_aoai.transfer.checkpoint import UploadCheckpoint
+
+if TYPE_CHECKING:
+    from airflow_provider_aoai.resources.files import Files
 
 FILE_KEY = "aoai.file"
 UPLOAD_KEY = "aoai.upload"
@@ -74,7 +77,7 @@ class FileMemory:
 
     def reattach(
         self,
-        hook: Any,
+        files: Files,
         inputs: str,
         *,
         filename: str,
@@ -94,11 +97,11 @@ class FileMemory:
         file_id = record.get("file_id")
         if isinstance(file_id, str) and file_id:
             try:
-                file = hook.get_file(file_id=file_id)
+                file = files.get_file(file_id=file_id)
             except AzureOpenAINotFoundError:
                 self.log.warning("File %s from an earlier try no longer exists; creating a new one", file_id)
                 return None
-            if FileStatus.of(file).is_failure:
+            if file_outcome(file, files.surface) is FileOutcome.FAILED:
                 self.log.warning(
                     "File %s from an earlier try is %s; creating a new one", file_id, file.get("status")
                 )
@@ -109,20 +112,18 @@ class FileMemory:
         if not isinstance(asked_at, (int, float)):
             return None
         # The earlier try died between asking and hearing the answer: did the service create the file?
-        found = hook.find_files(filename=filename, purpose=purpose, created_after=asked_at, size=size)
+        found = files.find_files(filename=filename, purpose=purpose, created_after=asked_at, size=size)
         if not found:
             return None
-        if content_md5 is not None:
-            wanted = content_md5()
-            mine = [f for f in found if hook.content_md5(file_id=str(f["id"])) == wanted]
-            if len(mine) == 1:
-                self.log.info(
-                    "Re-attaching to file %s: an earlier try asked for it but did not live to see the answer "
-                    "(same name, size and content)",
-                    mine[0].get("id"),
-                )
-                self.created(str(mine[0]["id"]), inputs)
-                return mine[0]
+        mine = files.match_content(found, content_md5()).file if content_md5 is not None else None
+        if mine is not None:
+            self.log.info(
+                "Re-attaching to file %s: an earlier try asked for it but did not live to see the answer "
+                "(same name, size and content)",
+                mine.get("id"),
+            )
+            self.created(str(mine["id"]), inputs)
+            return mine
         self.log.warning(
             "An earlier try asked for %s but did not live to see the answer; it cannot be told whether %s is "
             "that file, so a new one is created (delete the other if it is a duplicate)",

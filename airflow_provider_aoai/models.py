@@ -56,6 +56,24 @@ class FileStatus(str, enum.Enum):
 _TERMINAL_FILE_STATES = frozenset({FileStatus.PROCESSED, FileStatus.ERROR, FileStatus.DELETED})
 
 
+class FileOutcome(str, enum.Enum):
+    """Where a file stands for whoever waits for it: still going, ready, or failed for good."""
+
+    WAITING = "waiting"
+    PROCESSED = "processed"
+    FAILED = "failed"
+
+
+def file_outcome(file: Mapping[str, object], surface: Surface) -> FileOutcome:
+    """The one rule for "is this file done?", used by the hook's wait, the sensor, the trigger and the
+    operators: a terminal status is done, ``error`` and ``deleted`` are failures; a surface that may omit
+    the status (Foundry's FileInfo) counts a file without one as ready."""
+    status = FileStatus.of(file, status_optional=surface.status_optional)
+    if not status.is_terminal:
+        return FileOutcome.WAITING
+    return FileOutcome.FAILED if status.is_failure else FileOutcome.PROCESSED
+
+
 class UploadStatus(str, enum.Enum):
     """The ``UploadStatus`` of a multipart upload (spec: ``#/definitions/UploadStatus``)."""
 
@@ -162,6 +180,11 @@ class Surface(str, enum.Enum):
     @property
     def supports_uploads(self) -> bool:
         return self is not Surface.FOUNDRY
+
+    @property
+    def status_optional(self) -> bool:
+        """Files of this surface may come without a status (the spec gives it for Azure OpenAI only)."""
+        return self is Surface.FOUNDRY
 
     @property
     def token_audience(self) -> str:

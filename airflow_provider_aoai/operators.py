@@ -27,17 +27,9 @@ from airflow_provider_aoai.lifecycle import (
     task_state_store,
 )
 from airflow_provider_aoai.lineage import AzureOpenAILineageMixin
-from airflow_provider_aoai.models import (
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_PART_BYTES,
-    MAX_CONCURRENCY,
-    MAX_PART_BYTES,
-    MIN_PART_BYTES,
-    File,
-    Upload,
-)
-from airflow_provider_aoai.uploads import md5_of
-from airflow_provider_aoai.validation import MIN_POLL_SECONDS, check_bool, check_int, check_seconds
+from airflow_provider_aoai.models import DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_BYTES, File, Upload
+from airflow_provider_aoai.options import MultipartOptions, WaitOptions
+from airflow_provider_aoai.validation import check_bool
 
 if TYPE_CHECKING:
     from airflow_provider_aoai.hooks import AzureOpenAIHook
@@ -78,10 +70,7 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
         self.aoai_conn_id = aoai_conn_id
         self.wait_for_processing = check_bool(wait_for_processing, "wait_for_processing")
         self.deferrable = default_deferrable() if deferrable is None else check_bool(deferrable, "deferrable")
-        self.poll_interval = check_seconds(
-            poll_interval, "poll_interval", minimum=MIN_POLL_SECONDS, allow_zero=True
-        )
-        self.wait_timeout = check_seconds(wait_timeout, "wait_timeout")
+        self.wait_options = WaitOptions.checked(poll_interval, wait_timeout, timeout_name="wait_timeout")
         self.force_new = check_bool(force_new, "force_new")
         self._stop = threading.Event()
 
@@ -103,9 +92,7 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
         if not self.wait_for_processing:
             return self._record_file_result(result)
         if not self.deferrable:
-            file = self.hook.wait_for_file(
-                file_id=file_id, poll_interval=self.poll_interval, timeout=self.wait_timeout, stop=self._stop
-            )
+            file = self.hook.waits.wait(file_id, self.wait_options, self._stop)
             return self._record_file_result(self._with_file(result, file))
         from airflow_provider_aoai.triggers import AzureOpenAIFileStatusTrigger
 
@@ -113,8 +100,8 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
             trigger=AzureOpenAIFileStatusTrigger(
                 file_id=file_id,
                 aoai_conn_id=self.aoai_conn_id,
-                poll_interval=self.poll_interval,
-                end_time=time.time() + self.wait_timeout,
+                poll_interval=self.wait_options.poll_interval,
+                end_time=time.time() + self.wait_options.timeout,
             ),
             method_name="execute_complete",
             kwargs={"result": result},
@@ -162,7 +149,12 @@ class _AzureOpenAIFileOperator(AzureOpenAILineageMixin, BaseOperator):
                 memory.forget()
             else:
                 earlier = memory.reattach(
-                    self.hook, inputs, filename=filename, purpose=purpose, size=size, content_md5=content_md5
+                    self.hook.files,
+                    inputs,
+                    filename=filename,
+                    purpose=purpose,
+                    size=size,
+                    content_md5=content_md5,
                 )
                 if earlier is not None:
                     return earlier
@@ -205,24 +197,24 @@ class AzureOpenAIImportFileOperator(_AzureOpenAIFileOperator):
             mask_url_secrets(self.content_url)  # before Airflow records the rendered fields
 
     def execute(self, context: Any) -> File:
-        hook = self.hook
-        hook.check_import_file(content_url=self.content_url, filename=self.filename, purpose=self.purpose)
+        files = self.hook.files
+        request = files.prepare_import(
+            content_url=self.content_url, filename=self.filename, purpose=self.purpose
+        )
         inputs = inputs_digest(
             kind="import",
-            endpoint=hook.client.base_url,
-            content_url=self.content_url,
-            filename=self.filename,
-            purpose=self.purpose,
+            endpoint=files.client.base_url,
+            content_url=request.content_url,
+            filename=request.filename,
+            purpose=request.purpose,
         )
         file = self._create_once(
             context,
             inputs,
-            filename=self.filename,
-            purpose=self.purpose,
+            filename=request.filename,
+            purpose=request.purpose,
             size=None,
-            create=lambda: hook.import_file(
-                content_url=self.content_url, filename=self.filename, purpose=self.purpose
-            ),
+            create=lambda: files.send_import(request),
         )
         return self._finish(file, file["id"])
 
@@ -271,13 +263,7 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
                 "mime_type", f"must be a string, got {type(mime_type).__name__}"
             )
         self.mime_type = mime_type
-        self.part_size = check_int(part_size, "part_size", minimum=MIN_PART_BYTES, maximum=MAX_PART_BYTES)
-        self.max_concurrency = check_int(
-            max_concurrency, "max_concurrency", minimum=1, maximum=MAX_CONCURRENCY
-        )
-        self.progress_interval = check_seconds(
-            progress_interval, "progress_interval", minimum=0, allow_zero=True
-        )
+        self.options = MultipartOptions.checked(part_size, max_concurrency, progress_interval)
 
     def execute(self, context: Any) -> Upload:
         hook = self.hook
@@ -292,14 +278,12 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
             resume_from = None
         keep = memory is not None and not is_last_try(context, self.retries)
         try:
-            upload = hook.upload_multipart(
+            upload = hook.multipart.run(
                 source=self.source,
                 purpose=self.purpose,
                 filename=self.filename,
                 mime_type=self.mime_type,
-                part_size=self.part_size,
-                max_concurrency=self.max_concurrency,
-                progress_interval=self.progress_interval,
+                options=self.options,
                 stop=self._stop,
                 resume_from=resume_from,
                 on_checkpoint=memory.save if memory is not None else None,
@@ -341,28 +325,27 @@ class AzureOpenAIUploadFileOperator(_AzureOpenAIFileOperator):
         self.filename = filename
 
     def execute(self, context: Any) -> File:
-        hook = self.hook
-        opened, name = hook.check_upload_file(
-            source=self.source, purpose=self.purpose, filename=self.filename
-        )
+        from airflow_provider_aoai.sources import md5_of
+
+        files = self.hook.files
+        request = files.prepare_upload(source=self.source, purpose=self.purpose, filename=self.filename)
+        source = request.source
         inputs = inputs_digest(
             kind="upload_file",
-            endpoint=hook.client.base_url,
-            source=opened.description,
-            fingerprint=opened.fingerprint.to_json(),
-            filename=name,
-            purpose=self.purpose,
+            endpoint=files.client.base_url,
+            source=source.description,
+            fingerprint=source.fingerprint.to_json(),
+            filename=request.filename,
+            purpose=request.purpose,
         )
         file = self._create_once(
             context,
             inputs,
-            filename=name,
-            purpose=self.purpose,
-            size=opened.size,
-            content_md5=lambda: md5_of(opened),
-            create=lambda: hook.upload_file(
-                source=self.source, purpose=self.purpose, filename=self.filename, stop=self._stop
-            ),
+            filename=request.filename,
+            purpose=request.purpose,
+            size=source.size,
+            content_md5=lambda: md5_of(source),
+            create=lambda: files.send_upload(request, stop=self._stop),
         )
         return self._finish(file, file["id"])
 

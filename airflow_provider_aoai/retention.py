@@ -1,4 +1,4 @@
-"""Which files a prune deletes: the rule, in one place, without I/O.
+"""Retention: which files a prune deletes (the rule, without I/O) and the prune itself (:class:`Retention`).
 
 ``prune_files`` (hook) and ``AzureOpenAIPruneFilesOperator`` ask :func:`select_files_to_prune`. The rule:
 the candidates are the files with the given ``purpose`` (and filename prefix) that are not being deleted;
@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
+from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError, AzureOpenAINotFoundError
 from airflow_provider_aoai.models import ALL_PURPOSES, File, FileStatus
-from airflow_provider_aoai.validation import check_choice, check_text
+from airflow_provider_aoai.validation import check_bool, check_choice, check_id, check_text
+
+if TYPE_CHECKING:
+    from airflow_provider_aoai.resources.files import Files
 
 MAX_AGE = timedelta(days=36500)
 _GONE = frozenset({FileStatus.DELETING.value, FileStatus.DELETED.value})
@@ -92,3 +95,70 @@ def select_files_to_prune(files: list[File], rule: PruneRule) -> tuple[list[File
     doomed = [f for f in candidates[rule.keep_latest :] if f["created_at"] < rule.cutoff]
     doomed.reverse()
     return candidates, doomed
+
+
+class Retention:
+    """Prunes the files of one connection by a :class:`PruneRule`."""
+
+    def __init__(self, files: Files) -> None:
+        self.files = files
+
+    def prune_files(
+        self,
+        *,
+        purpose: str,
+        older_than: Any,
+        filename_prefix: str | None = None,
+        keep_latest: int = 0,
+        dry_run: bool = False,
+        now: Any = None,
+    ) -> list[str]:
+        """Delete the files of one purpose that are older than ``older_than``, keeping the newest ones.
+
+        A file that is gone by the time it is deleted (another run, a retry) is skipped, not an error, so a
+        prune is safe to retry.
+
+        :param purpose: required, so that one call never spans purposes (e.g. ``fine-tune``).
+        :param older_than: required ``datetime.timedelta``, zero or more (``timedelta(days=30)``).
+        :param filename_prefix: only files whose name starts with it.
+        :param keep_latest: how many of the newest candidates to keep, 0 or more.
+        :param dry_run: list what would be deleted and delete nothing.
+        :param now: the time ages are measured from (timezone-aware); defaults to the current time.
+        :returns: the ids deleted (with ``dry_run``, those that would be), oldest first.
+        :raises AzureOpenAIInvalidArgumentError: a missing or bad argument; nothing is sent.
+        """
+        rule = prune_rule(
+            purpose=purpose,
+            older_than=older_than,
+            filename_prefix=filename_prefix,
+            keep_latest=keep_latest,
+            now=now,
+        )
+        check_bool(dry_run, "dry_run")
+        log = self.files.log
+        candidates, doomed = select_files_to_prune(self.files.list_files(purpose=rule.purpose), rule)
+        log.info(
+            "%d candidate file(s) for %s: %d %s",
+            len(candidates),
+            rule.describe(),
+            len(doomed),
+            "would be deleted (dry run)" if dry_run else "to delete",
+        )
+        deleted: list[str] = []
+        for file in doomed:
+            file_id = check_id(file.get("id"), "id")
+            if not dry_run:
+                try:
+                    self.files.delete_file(file_id=file_id)
+                except AzureOpenAINotFoundError:
+                    log.info("File %s is already gone", file_id)
+                    continue
+            log.info(
+                "%s %s (%s, created at %s)",
+                "Would delete" if dry_run else "Deleted",
+                file_id,
+                file.get("filename"),
+                file["created_at"],
+            )
+            deleted.append(file_id)
+        return deleted

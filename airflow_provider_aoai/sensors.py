@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_aoai.config import default_deferrable
-from airflow_provider_aoai.exceptions import AzureOpenAIFileProcessingError
-from airflow_provider_aoai.validation import MIN_POLL_SECONDS, check_bool, check_id, check_seconds
+from airflow_provider_aoai.validation import MIN_POLL_SECONDS, check_bool, check_seconds
 
 if TYPE_CHECKING:
     from airflow_provider_aoai.hooks import AzureOpenAIHook
@@ -63,17 +62,14 @@ class AzureOpenAIFileStatusSensor(BaseSensorOperator):
         return AzureOpenAIHook(aoai_conn_id=self.aoai_conn_id)
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
-        file = self.hook.get_file(file_id=check_id(self.file_id, "file_id"))
-        status = self.hook.status_of(file)
-        if status.is_failure:
-            raise AzureOpenAIFileProcessingError(file)
-        if status.is_terminal:
+        files = self.hook.files
+        file = files.get_file(file_id=self.file_id)  # checks the id before its request
+        if files.settled(file):  # raises AzureOpenAIFileProcessingError for error / deleted
             return PokeReturnValue(is_done=True, xcom_value=file)
-        self.log.info("File %s is %s", self.file_id, status.value)
+        self.log.info("File %s is %s", self.file_id, files.status_of(file).value)
         return False
 
     def execute(self, context: Any) -> Any:
-        check_id(self.file_id, "file_id")
         if not self.deferrable:
             return super().execute(context)
         done = self.poke(context)  # no need to defer a file that is already processed

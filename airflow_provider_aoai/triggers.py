@@ -1,11 +1,12 @@
 """AzureOpenAIFileStatusTrigger: waits in the triggerer until a file is terminal, then yields one event.
 
-All the triggers of a process share one client per connection id (:mod:`~airflow_provider_aoai.clients`:
-one session pool, one token cache, rebuilt when the connection changes). Every blocking step (reading the
-connection, importing the HTTP stack, the request) runs in that module's worker threads, so the triggerer's
-event loop never waits; polls log at debug only. Every event says why it fired in a machine-readable
-``status``; :func:`file_from_event` turns it back into the File or the matching exception, so sensors and
-operators resume the same way.
+All the triggers of a process share one client per connection id
+(:mod:`~airflow_provider_aoai.shared_clients`: one connection pool, one token cache, rebuilt when the
+connection changes), and their polls are scheduled together (:mod:`~airflow_provider_aoai.polling`): every
+blocking step (reading the connection, importing the HTTP stack, the requests) runs in worker threads, so the
+triggerer's event loop never waits; polls log at debug only. Every event says why it fired in a
+machine-readable ``status``; :func:`file_from_event` turns it back into the File or the matching exception,
+so sensors and operators resume the same way.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_aoai.clients import run_blocking, shared_clients, sleep_on_tick
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIError,
     AzureOpenAIFileProcessingError,
     AzureOpenAIWaitTimeoutError,
 )
-from airflow_provider_aoai.models import File, FileStatus
+from airflow_provider_aoai.models import File, FileOutcome, FileStatus, Surface, file_outcome
+from airflow_provider_aoai.polling import poll_status
 from airflow_provider_aoai.validation import (
     MIN_POLL_SECONDS,
     check_id,
@@ -68,16 +69,19 @@ class AzureOpenAIFileStatusTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         base = {"file_id": self.file_id}
+        delay, since = 0.0, None  # the first poll at once, then every poll_interval
         while True:
             try:
-                file, status = await run_blocking(_get_file, self.aoai_conn_id, self.file_id)
+                file, surface, since = await poll_status(self.aoai_conn_id, self.file_id, delay, since)
             except AzureOpenAIError as exc:
                 yield TriggerEvent({**base, "status": EVENT_ERROR, "message": str(exc)})
                 return
-            if status.is_terminal:
-                event = EVENT_FAILED if status.is_failure else EVENT_SUCCESS
-                yield TriggerEvent({**base, "status": event, "file": file})
+            outcome = file_outcome(file, surface)
+            if outcome is not FileOutcome.WAITING:
+                event = EVENT_FAILED if outcome is FileOutcome.FAILED else EVENT_SUCCESS
+                yield TriggerEvent({**base, "status": event, "file": file, "surface": surface.value})
                 return
+            status = FileStatus.of(file, status_optional=surface.status_optional)
             if time.time() + self.poll_interval > self.end_time:
                 message = f"File {self.file_id} is still {status.value!r} at the deadline"
                 yield TriggerEvent({**base, "status": EVENT_TIMEOUT, "message": message, "file": file})
@@ -85,14 +89,7 @@ class AzureOpenAIFileStatusTrigger(BaseTrigger):
             self.log.debug(
                 "File %s is %s; checking again in %ss", self.file_id, status.value, self.poll_interval
             )
-            await sleep_on_tick(self.poll_interval)
-
-
-def _get_file(aoai_conn_id: str, file_id: str) -> tuple[File, FileStatus]:
-    """One status check through the process's shared client (runs in a worker thread)."""
-    hook = shared_clients.hook(aoai_conn_id)
-    file = hook.get_file(file_id=file_id)
-    return file, hook.status_of(file)
+            delay = self.poll_interval
 
 
 def file_from_event(event: Any, expected_file_id: str | None = None) -> File:
@@ -110,7 +107,13 @@ def file_from_event(event: Any, expected_file_id: str | None = None) -> File:
     if isinstance(file, dict) and expected_file_id is not None and file.get("id") != expected_file_id:
         raise AzureOpenAIError(f"Trigger event is about file {file.get('id')!r}, not {expected_file_id!r}")
     if status == EVENT_SUCCESS and isinstance(file, dict):
-        if FileStatus.of(file, status_optional=True) is not FileStatus.PROCESSED:  # the trigger judged
+        # The trigger judged by the rule with its surface; an event without one (from a trigger of an earlier
+        # version) is judged with the most lenient surface's.
+        try:
+            surface = Surface(event.get("surface", Surface.FOUNDRY.value))
+        except ValueError:
+            surface = Surface.FOUNDRY
+        if file_outcome(file, surface) is not FileOutcome.PROCESSED:
             raise AzureOpenAIError(
                 f"Trigger event reports success for a file in status {file.get('status')!r}"
             )

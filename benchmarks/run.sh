@@ -6,4 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
+EXTRAS=bench bash scripts/setup.sh >/dev/null
 exec "${VENV:-.venv}/bin/python" benchmarks/run_all.py "$@"

@@ -198,6 +198,14 @@ def goal_table(uploads: dict, waits: dict) -> str:
             False,
         ),
         row("1,000 waits: CPU <= 5% of a core", [(waits["cpu_percent"], "")], "{}%", 1, 5, False),
+        row(
+            "1,000 waits: CPU <= 0.7 x a bare aiohttp poller's, same run",
+            [(waits["cpu_ratio_to_aiohttp"], "")],
+            "{} x",
+            2,
+            0.7,
+            False,
+        ),
         row("1,000 waits: event loop lag <= 50 ms", [(waits["lag_max_ms"], "")], "{} ms", 1, 50, False),
         row("1,000 waits: <= 16 open sockets", [(waits["peak_sockets"], "")], "{}", 0, 16, False),
     ]

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from airflow_provider_aoai.client import AzureOpenAIClient, Retry, normalize_endpoint, parse_retry_after
 from airflow_provider_aoai.credentials import ApiKeyAuth
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIBadRequestError,
@@ -16,6 +15,9 @@ from airflow_provider_aoai.exceptions import (
     AzureOpenAIRateLimitError,
     AzureOpenAIServiceError,
 )
+from airflow_provider_aoai.http.client import AzureOpenAIClient
+from airflow_provider_aoai.http.endpoint import normalize_endpoint
+from airflow_provider_aoai.http.policy import Retry, parse_retry_after
 from airflow_provider_aoai.models import Surface
 from tests.conftest import API_KEY, CHAT_LINE, jsonl
 

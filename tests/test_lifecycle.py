@@ -21,7 +21,7 @@ from airflow_provider_aoai.exceptions import (
     AzureOpenAIConflictError,
     AzureOpenAIUploadError,
 )
-from airflow_provider_aoai.uploads import UploadCheckpoint
+from airflow_provider_aoai.transfer.checkpoint import UploadCheckpoint
 from tests.conftest import CHAT_LINE, jsonl
 
 AIRFLOW_VERSION = tuple(int(p) for p in version("apache-airflow").split(".")[:2])

@@ -185,7 +185,7 @@ def test_importing_the_operators_keeps_heavy_modules_out():
         "import sys, airflow_provider_aoai.operators, airflow_provider_aoai.sensors\n"
         "heavy = ['requests', 'azure.identity', 'starlette', 'uvicorn', 'airflow_provider_aoai.hooks',\n"
         "         'fsspec', 'openlineage', 'airflow.providers.openlineage.extractors',\n"
-        "         'airflow_provider_aoai.lineage_facets']\n"
+        "         'airflow_provider_aoai.lineage.facets']\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
     result = subprocess.run(
@@ -199,5 +199,5 @@ def test_importing_the_operators_keeps_heavy_modules_out():
         and "starlette" not in loaded
         and "airflow_provider_aoai.hooks" not in loaded
         and "openlineage" not in loaded
-        and "airflow_provider_aoai.lineage_facets" not in loaded
+        and "airflow_provider_aoai.lineage.facets" not in loaded
     ), loaded

@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from airflow_provider_aoai.client import AzureOpenAIClient, Retry
 from airflow_provider_aoai.credentials import ApiKeyAuth
 from airflow_provider_aoai.exceptions import AzureOpenAIConnectionError, AzureOpenAIStoppedError
 from airflow_provider_aoai.hooks import AzureOpenAIHook
+from airflow_provider_aoai.http.client import AzureOpenAIClient
+from airflow_provider_aoai.http.policy import Retry
 from tests.adversarial.hostile import HostileService, RawService, json_answer, trickle
 from tests.conftest import API_KEY
 

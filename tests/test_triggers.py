@@ -13,13 +13,13 @@ import time
 import psutil
 import pytest
 
-from airflow_provider_aoai.clients import SharedClients, shared_clients
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIConfigError,
     AzureOpenAIError,
     AzureOpenAIFileProcessingError,
     AzureOpenAIWaitTimeoutError,
 )
+from airflow_provider_aoai.shared_clients import SharedClients, shared_clients
 from airflow_provider_aoai.triggers import AzureOpenAIFileStatusTrigger, file_from_event
 from tests.conftest import API_KEY, REPO, set_connection
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from airflow_provider_aoai.models import GiB, MiB
-from airflow_provider_aoai.uploads import Progress, check_part_size
+from airflow_provider_aoai.transfer.parts import Progress, check_part_size
 
 
 def test_part_size_limits():

@@ -115,7 +115,7 @@ def test_resuming_a_cancelled_upload_never_adopts_another_file(hook, emulator, t
     """FINDING (same root cause through upload_multipart): a checkpoint whose upload had every part accepted
     but was then cancelled (mark failed after the last part, then a clear); a sibling task uploaded a
     same-named, same-sized file meanwhile. The resumed call returns the sibling's file."""
-    from airflow_provider_aoai.uploads import UploadCheckpoint
+    from airflow_provider_aoai.transfer.checkpoint import UploadCheckpoint
 
     source = tmp_path / "adv-resume-409.jsonl"
     source.write_bytes(jsonl([_line("mine-1234")] * 16000))  # ~1.5 MB: 2 parts of 1 MiB
@@ -262,7 +262,7 @@ def test_held_a_kill_during_parts_stops_at_once(hook, emulator, tmp_path):
 
 
 def test_held_a_changed_source_between_tries_starts_over_and_cancels_the_old_upload(hook, emulator, tmp_path):
-    from airflow_provider_aoai.uploads import UploadCheckpoint
+    from airflow_provider_aoai.transfer.checkpoint import UploadCheckpoint
 
     source = tmp_path / "adv-changed-between.bin"
     source.write_bytes(os.urandom(3 * MiB))

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from airflow_provider_aoai.client import AzureOpenAIClient, Retry
 from airflow_provider_aoai.credentials import ApiKeyAuth
 from airflow_provider_aoai.exceptions import (
     AzureOpenAIBadRequestError,
@@ -21,6 +20,8 @@ from airflow_provider_aoai.exceptions import (
     AzureOpenAIResponseError,
     AzureOpenAIUploadError,
 )
+from airflow_provider_aoai.http.client import AzureOpenAIClient
+from airflow_provider_aoai.http.policy import Retry
 from airflow_provider_aoai.models import ObjectKind
 from tests.adversarial.helpers import md5
 from tests.adversarial.hostile import HostileService, RawService, endless, json_answer, trickle

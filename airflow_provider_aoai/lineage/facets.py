@@ -1,8 +1,8 @@
 """The OpenLineage facet that describes a file in Azure OpenAI or Foundry (imports the OpenLineage client).
 
 Loaded only when Airflow's OpenLineage listener asks an operator for its lineage (see
-:mod:`airflow_provider_aoai.lineage`); importing the operators never imports this module. The facet's JSON
-Schema is :data:`airflow_provider_aoai.lineage.FILE_FACET_SCHEMA`.
+:mod:`airflow_provider_aoai.lineage.mixin`); importing the operators never imports this module. The facet's
+JSON Schema is :data:`airflow_provider_aoai.lineage.schema.FILE_FACET_SCHEMA`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import attr
 from openlineage.client.generated.base import DatasetFacet
 
-from airflow_provider_aoai.lineage import FILE_FACET_SCHEMA_URL
+from airflow_provider_aoai.lineage.schema import FILE_FACET_SCHEMA_URL
 
 
 @attr.define

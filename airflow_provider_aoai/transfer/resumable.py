@@ -1,8 +1,8 @@
 """A resumable multipart upload: create (or resume) an Upload, send the missing parts, complete it once.
 
-:class:`ResumableUpload` drives one upload through the hook's file API. It reports an
-:class:`~airflow_provider_aoai.uploads.UploadCheckpoint` as the upload progresses (created, each part
-accepted, completed) and takes one back to resume: a later try sends only the parts the service has not
+:class:`ResumableUpload` drives one upload through the files and uploads services. It reports an
+:class:`~airflow_provider_aoai.transfer.checkpoint.UploadCheckpoint` as the upload progresses (created, each
+part accepted, completed) and takes one back to resume: a later try sends only the parts the service has not
 accepted yet, re-reading earlier bytes only for the md5. A checkpoint that no longer fits (another source
 fingerprint, part size, name or endpoint; an expired, cancelled or vanished upload) is dropped, its upload
 cancelled where possible, and a new upload started, with a log line saying why.
@@ -32,19 +32,15 @@ from airflow_provider_aoai.exceptions import (
     AzureOpenAIStoppedError,
     AzureOpenAIUploadError,
 )
-from airflow_provider_aoai.models import File, FileStatus, Upload
-from airflow_provider_aoai.uploads import (
-    PartContent,
-    Progress,
-    Source,
-    UploadCheckpoint,
-    part_count,
-    send_parts,
-    verify_content,
-)
+from airflow_provider_aoai.models import File, FileOutcome, Upload, file_outcome
+from airflow_provider_aoai.sources import Source, verify_content
+from airflow_provider_aoai.transfer.checkpoint import UploadCheckpoint
+from airflow_provider_aoai.transfer.parts import Progress, part_count, send_parts
 
 if TYPE_CHECKING:
-    from airflow_provider_aoai.hooks import AzureOpenAIHook
+    from airflow_provider_aoai.http.forms import PartContent
+    from airflow_provider_aoai.resources.files import Files
+    from airflow_provider_aoai.resources.uploads import Uploads
 
 # An upload this close to its expiry is not worth resuming: the remaining parts may not make it in time.
 EXPIRY_MARGIN_SECONDS = 5 * 60
@@ -86,7 +82,8 @@ class ResumableUpload:
 
     def __init__(
         self,
-        hook: AzureOpenAIHook,
+        files: Files,
+        uploads: Uploads,
         *,
         source: Source,
         filename: str,
@@ -102,7 +99,8 @@ class ResumableUpload:
         on_upload_created: Callable[[str], None] | None,
         on_md5: Callable[[str], None] | None = None,
     ) -> None:
-        self.hook = hook
+        self.files = files
+        self.uploads = uploads
         self.source = source
         self.filename = filename
         self.purpose = purpose
@@ -116,7 +114,7 @@ class ResumableUpload:
         self.keep_on_failure = keep_on_failure
         self.on_upload_created = on_upload_created
         self.on_md5 = on_md5
-        self.log = hook.log
+        self.log = uploads.log
         self._lock = threading.Lock()
         self.checkpoint: UploadCheckpoint | None = None
         self.parts_sent = 0
@@ -135,7 +133,7 @@ class ResumableUpload:
 
     # ------------------------------------------------------------------ resume decisions
     def _why_not_resume(self, checkpoint: UploadCheckpoint) -> str | None:
-        if checkpoint.endpoint != self.hook.client.base_url:
+        if checkpoint.endpoint != self.uploads.client.base_url:
             return "the connection now points at another endpoint"
         if (checkpoint.filename, checkpoint.purpose) != (self.filename, self.purpose):
             return "the filename or purpose changed"
@@ -175,7 +173,7 @@ class ResumableUpload:
         if file_id is None:
             return None
         try:
-            file = self.hook.get_file(file_id=file_id)
+            file = self.files.get_file(file_id=file_id)
         except AzureOpenAINotFoundError:
             self.log.warning(
                 "Upload %s completed as file %s, which no longer exists; uploading again",
@@ -183,7 +181,7 @@ class ResumableUpload:
                 file_id,
             )
             return None
-        if FileStatus.of(file).is_failure:
+        if file_outcome(file, self.files.surface) is FileOutcome.FAILED:
             self.log.warning(
                 "Upload %s completed as file %s, which is %s; uploading again",
                 checkpoint.upload_id,
@@ -199,7 +197,7 @@ class ResumableUpload:
         return self._upload_of(checkpoint, file)
 
     def _start(self) -> UploadCheckpoint:
-        upload = self.hook.create_upload(
+        upload = self.uploads.create_upload(
             filename=self.filename,
             purpose=self.purpose,
             total_bytes=self.source.size,
@@ -209,7 +207,7 @@ class ResumableUpload:
         expires_at = upload.get("expires_at")
         checkpoint = UploadCheckpoint(
             upload_id=upload["id"],
-            endpoint=self.hook.client.base_url,
+            endpoint=self.uploads.client.base_url,
             filename=self.filename,
             purpose=self.purpose,
             part_size=self.part_size,
@@ -224,7 +222,7 @@ class ResumableUpload:
             if self.on_upload_created is not None:
                 self.on_upload_created(checkpoint.upload_id)
         except BaseException as exc:  # e.g. the task_state_store write failed: nobody could resume it
-            self.hook.cancel_upload_quietly(checkpoint.upload_id)
+            self.uploads.cancel_upload_quietly(checkpoint.upload_id)
             if isinstance(exc, Exception):
                 raise AzureOpenAIUploadError(
                     f"Upload {checkpoint.upload_id} was cancelled: recording it failed "
@@ -251,7 +249,7 @@ class ResumableUpload:
                     "Not resuming upload %s: %s; starting a new upload", resumed.upload_id, reason
                 )
                 if resumed.file_id is None:
-                    self.hook.cancel_upload_quietly(resumed.upload_id)
+                    self.uploads.cancel_upload_quietly(resumed.upload_id)
                 resumed = None
         if resumed is not None:
             count = part_count(resumed.total_bytes, resumed.part_size)
@@ -272,7 +270,7 @@ class ResumableUpload:
                 self.log.warning(
                     "Upload %s can no longer be resumed (%s); starting a new upload", resumed.upload_id, stale
                 )
-                self.hook.cancel_upload_quietly(resumed.upload_id)
+                self.uploads.cancel_upload_quietly(resumed.upload_id)
         checkpoint = self._start()
         try:
             return self._send_and_complete(checkpoint, resuming=False)
@@ -285,7 +283,7 @@ class ResumableUpload:
 
     def _send_part(self, upload_id: str) -> Callable[[int, int, PartContent], str]:
         def send(index: int, size: int, content: PartContent) -> str:
-            part = self.hook.add_upload_part(
+            part = self.uploads.add_upload_part(
                 upload_id=upload_id, content=content, size=size, on_bytes=self.progress.add, stop=self.stop
             )
             with self._lock:
@@ -315,7 +313,7 @@ class ResumableUpload:
                 verify_content(self.source, result.md5)
             if self.on_md5 is not None:
                 self.on_md5(result.md5)
-            completed = self.hook.complete_upload(
+            completed = self.uploads.complete_upload(
                 upload_id=upload_id,
                 part_ids=result.part_ids,
                 md5=result.md5,
@@ -359,7 +357,7 @@ class ResumableUpload:
                 type(exc).__name__,
             )
         else:
-            self.hook.cancel_upload_quietly(upload_id)
+            self.uploads.cancel_upload_quietly(upload_id)
         if isinstance(exc, AzureOpenAIUploadError):
             exc.upload_id = exc.upload_id or upload_id
             exc.cancelled = not keep
@@ -372,41 +370,3 @@ class ResumableUpload:
                 cancelled=not keep,
             )
         return exc
-
-
-def find_completed_upload(hook: AzureOpenAIHook, upload: Upload, md5: str | None) -> Upload | None:
-    """The completed Upload with its File, if an earlier attempt completed ``upload``; else ``None``.
-
-    The service offers no lookup by upload id. The candidates are the files named like the upload, with its
-    purpose and size, created since the upload was (both times on the service's clock); the one whose
-    content has the upload's ``md5`` is its File. Without an md5, or when no candidate's content can be
-    read, nothing is adopted: a file of the same name and size may be another task's.
-
-    :raises AzureOpenAIUploadError: a candidate could not be checked, or several have the same content.
-    """
-    candidates = hook.find_files(
-        filename=upload["filename"],
-        purpose=upload["purpose"],
-        created_after=float(upload.get("created_at") or 0),
-        size=upload.get("bytes"),
-        clock_skew=0,
-    )
-    if not candidates or md5 is None:
-        return None
-    digests = {str(f["id"]): hook.content_md5(file_id=str(f["id"])) for f in candidates}
-    matching = [f for f in candidates if digests[str(f["id"])] == md5.lower()]
-    unreadable = [file_id for file_id, digest in digests.items() if digest is None]
-    if len(matching) == 1:
-        hook.log.info("Upload %s was already completed as file %s", upload["id"], matching[0].get("id"))
-        completed: Upload = {**upload, "status": "completed", "file": matching[0]}
-        return completed
-    if matching or unreadable:
-        ids = ", ".join(str(f.get("id")) for f in (matching or candidates)[:10])
-        why = "have its content" if matching else "could not be read to compare their md5"
-        raise AzureOpenAIUploadError(
-            f"Upload {upload['id']} may have been completed, but {len(matching or unreadable)} file(s) "
-            f"({ids}) {why}; cannot tell which one it produced",
-            upload_id=upload["id"],
-            cancelled=False,
-        )
-    return None

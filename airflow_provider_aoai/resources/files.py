@@ -1,0 +1,383 @@
+"""Files: create one (from a URL, or in one streamed request), read, list, delete, download, wait, find.
+
+Every public method takes keyword arguments, checks all of them before any request and returns plain
+JSON-able dicts shaped like the service's objects. A create is checked once: ``prepare_*`` turns the
+arguments into a request value (raising :class:`AzureOpenAIInvalidArgumentError` naming the argument), and
+``send_*`` sends it unchanged, so an operator can check, look for an earlier try's file, then send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_aoai.credentials import mask_url_secrets
+from airflow_provider_aoai.datasets import check_jsonl_start
+from airflow_provider_aoai.downloads import prepare_destination, write_download
+from airflow_provider_aoai.exceptions import (
+    AzureOpenAIError,
+    AzureOpenAIFileProcessingError,
+    AzureOpenAIInvalidArgumentError,
+    AzureOpenAINotFoundError,
+    AzureOpenAIResponseError,
+)
+from airflow_provider_aoai.http.forms import MultipartBody
+from airflow_provider_aoai.http.policy import Retry
+from airflow_provider_aoai.models import (
+    ALL_PURPOSES,
+    MAX_FILE_BYTES,
+    MAX_UPLOAD_BYTES,
+    File,
+    FileOutcome,
+    FileStatus,
+    ObjectKind,
+    Surface,
+    file_outcome,
+)
+from airflow_provider_aoai.redaction import redact_url
+from airflow_provider_aoai.resources.base import Resource, as_file
+from airflow_provider_aoai.sources import Source, open_source, verify_content
+from airflow_provider_aoai.validation import (
+    check_bool,
+    check_choice,
+    check_filename,
+    check_http_url,
+    check_id,
+    check_stop,
+    check_unix_time,
+)
+
+# A file the service created before its upload (or import) request was sent is never taken for its result;
+# this much clock difference between the worker and the service is tolerated.
+CLOCK_SKEW_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    """A checked import: the service downloads ``content_url`` (whose query is registered as a secret)."""
+
+    content_url: str
+    filename: str
+    purpose: str
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """A checked single-request upload: the source opened, the name the file gets."""
+
+    source: Source
+    filename: str
+    purpose: str
+
+
+@dataclass(frozen=True)
+class ContentMatch:
+    """Which candidates hold a given content: the rule by which a lost answer's file is adopted.
+
+    ``file`` is set only when exactly one candidate has the content: a file of the same name and size may
+    be another task's, and a content read by nobody proves nothing.
+    """
+
+    matching: list[File]
+    unreadable: list[str]
+
+    @property
+    def file(self) -> File | None:
+        return self.matching[0] if len(self.matching) == 1 else None
+
+
+class _DigestSink:
+    def __init__(self, digest: Any) -> None:
+        self.digest = digest
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return len(data)
+
+
+class Files(Resource):
+    """The Files service of one connection (data plane, v1 or Foundry project)."""
+
+    # ------------------------------------------------------------------ creates
+    def prepare_import(self, *, content_url: Any, filename: Any, purpose: Any) -> ImportRequest:
+        """Check an import before any request.
+
+        :raises AzureOpenAIInvalidArgumentError: bad URL, filename or purpose.
+        :raises AzureOpenAIUnsupportedOperationError: the connection is not a data plane connection.
+        """
+        if isinstance(content_url, str):
+            mask_url_secrets(content_url)
+        check_http_url(content_url, "content_url")
+        check_filename(filename)
+        self.require("import_file", self.surface.supports_import)
+        return ImportRequest(content_url, filename, self.check_purpose(purpose, "import_file"))
+
+    def send_import(self, request: ImportRequest) -> File:
+        file = self.client.request_object(
+            "POST",
+            ("files", "import"),
+            expect=ObjectKind.FILE,
+            retry=Retry.CREATE,
+            json={
+                "content_url": request.content_url,
+                "filename": request.filename,
+                "purpose": request.purpose,
+            },
+        )
+        self.log.info("Import of %s started as file %s", redact_url(request.content_url), file["id"])
+        return as_file(file)
+
+    def import_file(self, *, content_url: str, filename: str, purpose: str) -> File:
+        """Create a file from a URL (e.g. a blob SAS URL); the service downloads it. Returns the File.
+
+        The URL's query string (a SAS signature) is registered as a secret and never appears in messages.
+
+        :raises AzureOpenAIInvalidArgumentError: bad URL, filename or purpose; nothing is sent.
+        :raises AzureOpenAIUnsupportedOperationError: the connection is not a data plane connection.
+        """
+        return self.send_import(
+            self.prepare_import(content_url=content_url, filename=filename, purpose=purpose)
+        )
+
+    def prepare_upload(
+        self, *, source: Any, purpose: Any, filename: Any = None, operation: str = "upload_file"
+    ) -> UploadRequest:
+        """Check an upload before any request: purpose, name, and the source (opened, not empty, within the
+        limit of ``operation``: ``upload_file``, or ``create_upload`` for a multipart upload; JSON Lines for
+        the JSON Lines purposes).
+
+        :raises AzureOpenAIInvalidArgumentError: naming the argument.
+        """
+        limit = MAX_FILE_BYTES if operation == "upload_file" else MAX_UPLOAD_BYTES
+        self.check_purpose(purpose, operation)
+        if filename is not None:
+            check_filename(filename)
+        opened = open_source(source)
+        if opened.size == 0:
+            raise AzureOpenAIInvalidArgumentError("source", f"{opened.description} is empty")
+        if opened.size > limit:
+            raise AzureOpenAIInvalidArgumentError(
+                "source",
+                f"{opened.description} holds {opened.size} bytes; the limit for {operation} is {limit}",
+            )
+        name = filename if filename is not None else opened.name
+        check_filename(name, "filename" if filename is not None else "source (its file name)")
+        check_jsonl_start(opened, purpose)
+        return UploadRequest(opened, name, purpose)
+
+    def send_upload(self, request: UploadRequest, *, stop: threading.Event | None = None) -> File:
+        """Upload a checked request in one streamed ``POST files``; see :meth:`upload_file`."""
+        source = request.source
+        fields = {"purpose": request.purpose}
+        if self.surface is Surface.FOUNDRY:
+            fields["filename"] = request.filename
+
+        def content() -> Any:
+            # Checked before the closing boundary: a changed source never completes the body.
+            if source.fingerprint.marker is not None:
+                yield from source.read_range(0, source.size)
+                source.check_unchanged()
+                return
+            # No modification time or version to compare (an in-memory file object): the bytes sent must be
+            # the bytes the source holds once they are sent.
+            sent = hashlib.md5(usedforsecurity=False)
+            for chunk in source.read_range(0, source.size):
+                sent.update(chunk)
+                yield chunk
+            verify_content(source, sent.hexdigest())
+
+        body = MultipartBody(
+            fields=fields,
+            file_field="file",
+            filename=request.filename,
+            size=source.size,
+            content=content,
+            stop=stop,
+        )
+        self.log.info("Uploading %s (%d bytes) as %s", source.description, source.size, request.filename)
+        file = self.client.request_object(
+            "POST", ("files",), expect=ObjectKind.FILE, retry=Retry.CREATE, body=body, stop=stop
+        )
+        return as_file(file)
+
+    def upload_file(
+        self, *, source: Any, purpose: str, filename: str | None = None, stop: threading.Event | None = None
+    ) -> File:
+        """Upload a file of up to 512 MiB in one request (``POST files``), streaming it. Returns the File.
+
+        A source that changes while it is sent ends the request before its last byte, so the service never
+        stores a truncated or mixed file.
+
+        :param source: local path, ``file://``/fsspec URL, ``ObjectStoragePath`` or seekable binary file.
+        :param stop: set it to abandon the request (the task is being killed).
+        :raises AzureOpenAIInvalidArgumentError: missing, empty or oversized source; bad purpose or filename.
+        :raises AzureOpenAISourceChangedError: the source changed while it was sent; nothing was stored.
+        """
+        check_stop(stop)
+        return self.send_upload(
+            self.prepare_upload(source=source, purpose=purpose, filename=filename), stop=stop
+        )
+
+    # ------------------------------------------------------------------ reads
+    def get_file(self, *, file_id: str) -> File:
+        """The File (or Foundry FileInfo) with its current status.
+
+        :raises AzureOpenAINotFoundError: no such file.
+        """
+        check_id(file_id, "file_id")
+        return as_file(
+            self.client.request_object("GET", ("files", file_id), expect=ObjectKind.FILE, expect_id=file_id)
+        )
+
+    def status_of(self, file: File) -> FileStatus:
+        """The file's status on this surface (Foundry may omit it: a stored file is ready)."""
+        return FileStatus.of(file, status_optional=self.surface.status_optional)
+
+    def settled(self, file: File) -> bool:
+        """True when ``file`` is processed, False while it is still going (the rule: :func:`file_outcome`).
+
+        :raises AzureOpenAIFileProcessingError: it ended in ``error`` or ``deleted``.
+        """
+        outcome = file_outcome(file, self.surface)
+        if outcome is FileOutcome.FAILED:
+            raise AzureOpenAIFileProcessingError(file)
+        return outcome is FileOutcome.PROCESSED
+
+    def content_md5(self, *, file_id: str) -> str | None:
+        """The md5 (hex) of a file's content, read from the service; ``None`` when it will not serve it.
+
+        How a file is told apart from another of the same name and size (a lost answer's file).
+        """
+        check_id(file_id, "file_id")
+        digest = hashlib.md5(usedforsecurity=False)
+        try:
+            self.client.download(("files", file_id, "content"), lambda: _DigestSink(digest))
+        except AzureOpenAIError:
+            return None
+        return digest.hexdigest()
+
+    def list_files(self, *, purpose: str | None = None) -> list[File]:
+        """All files, optionally only those with ``purpose`` (following ``has_more`` pages where offered)."""
+        params: dict[str, Any] = {}
+        if purpose is not None:
+            params["purpose"] = check_choice(purpose, "purpose", ALL_PURPOSES)
+        files: list[File] = []
+        while True:
+            page = self.client.request_object("GET", ("files",), expect=ObjectKind.LIST, params=params)
+            data = [as_file(item) for item in page["data"]]
+            files.extend(data)
+            if not page.get("has_more") or not data:
+                return files
+            last = data[-1].get("id")
+            if not isinstance(last, str) or last == params.get("after"):
+                raise AzureOpenAIResponseError(
+                    200, "unexpectedResponse", "the file list's paging does not advance"
+                )
+            params["after"] = last
+
+    def download_file(
+        self, *, file_id: str, destination: Any, stop: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """Stream a file's content to ``destination``: a local file path or an ``ObjectStoragePath``.
+
+        The content is written aside (a temporary file created exclusively in the destination's directory)
+        and moved over the destination only once complete; on any failure the temporary file is removed and
+        nothing else is touched. Returns ``{"file_id", "destination", "bytes"}``.
+
+        :raises AzureOpenAIInvalidArgumentError: a bad id, or a destination that is not a file path in an
+            existing, writable directory (checked before any request).
+        :raises AzureOpenAINotFoundError: no such file (nothing is written).
+        """
+        check_id(file_id, "file_id")
+        check_stop(stop)
+        target = prepare_destination(destination)
+        size = write_download(
+            target, lambda open_out: self.client.download(("files", file_id, "content"), open_out, stop=stop)
+        )
+        return {"file_id": file_id, "destination": str(target), "bytes": size}
+
+    # ------------------------------------------------------------------ deletes
+    def delete_file(self, *, file_id: str) -> dict[str, Any]:
+        """Delete a file; returns ``{"object": "file", "deleted": true, "id": ...}``.
+
+        :raises AzureOpenAINotFoundError: no such file (or already deleted).
+        """
+        check_id(file_id, "file_id")
+        return self.client.request_object(
+            "DELETE", ("files", file_id), expect=ObjectKind.DELETION, expect_id=file_id
+        )
+
+    def ensure_file_deleted(self, *, file_id: str, fail_if_missing: bool = False) -> dict[str, Any]:
+        """Delete a file; one that is already gone counts as done unless ``fail_if_missing``.
+
+        A 404 on the delete is taken for "no such file" only once a list of files on the same connection
+        succeeds, so a wrong endpoint or api-version (404 on every call) still fails.
+
+        :returns: the service's deletion object ``{"object": "file", "id": ..., "deleted": true}``; for a
+            file that did not exist, ``{"object": "file", "id": ..., "deleted": false}`` (nothing deleted).
+        :raises AzureOpenAIInvalidArgumentError: a malformed ``file_id`` or a non-bool ``fail_if_missing``;
+            nothing is sent.
+        :raises AzureOpenAINotFoundError: no such file and ``fail_if_missing``, or the endpoint answers 404
+            to everything.
+        """
+        check_id(file_id, "file_id")
+        check_bool(fail_if_missing, "fail_if_missing")
+        try:
+            return self.delete_file(file_id=file_id)
+        except AzureOpenAINotFoundError:
+            if fail_if_missing:
+                raise
+            try:
+                self.client.request_object("GET", ("files",), expect=ObjectKind.LIST, params={"limit": 1})
+            except AzureOpenAINotFoundError:
+                connection = f"Connection {self.conn_id!r}" if self.conn_id else "The endpoint"
+                raise AzureOpenAINotFoundError(
+                    404,
+                    "notFound",
+                    f"{connection} answers 404 to listing files too: check the endpoint and api_version; "
+                    "nothing was deleted",
+                ) from None
+            self.log.info("File %s does not exist (already deleted?); nothing to delete", file_id)
+            return {"object": "file", "id": file_id, "deleted": False}
+
+    # ------------------------------------------------------------------ finding what a lost answer created
+    def find_files(
+        self,
+        *,
+        filename: str,
+        purpose: str,
+        created_after: float,
+        size: int | None = None,
+        clock_skew: float = CLOCK_SKEW_SECONDS,
+    ) -> list[File]:
+        """Files named ``filename`` with ``purpose`` (and ``size`` bytes) created since ``created_after``.
+
+        How a retry finds the file an interrupted create produced, and how a completed upload's File is
+        found (the service offers no lookup by upload id). Deleted and failed files are left out.
+
+        :param clock_skew: seconds of difference tolerated between the clock ``created_after`` was read
+            from and the service's (0 when it comes from the service itself, e.g. an upload's ``created_at``).
+        """
+        check_filename(filename)
+        check_unix_time(created_after, "created_after")
+        found = []
+        for file in self.list_files(purpose=purpose):
+            created = file.get("created_at")
+            if file.get("filename") != filename or not isinstance(created, (int, float)):
+                continue
+            if created + clock_skew < created_after or file_outcome(file, self.surface) is FileOutcome.FAILED:
+                continue
+            if size is not None and file.get("bytes") not in (size, None):
+                continue
+            found.append(file)
+        return found
+
+    def match_content(self, candidates: list[File], md5: str) -> ContentMatch:
+        """Which of ``candidates`` hold content whose md5 is ``md5`` (each is read from the service)."""
+        digests = {str(f["id"]): self.content_md5(file_id=str(f["id"])) for f in candidates}
+        return ContentMatch(
+            [f for f in candidates if digests[str(f["id"])] == md5.lower()],
+            [file_id for file_id, digest in digests.items() if digest is None],
+        )
