@@ -1,7 +1,8 @@
 """Check what the built sdist and wheel contain: ``python scripts/check_dist.py DIST_DIR``.
 
 The wheel is the package with its typing marker, licence files, entry points and metadata, and nothing else;
-the sdist is complete enough to run the test suite (tests with conftest, vendored specs, example DAGs).
+the sdist is complete enough to run the test suite (tests with conftest, vendored specs, example DAGs, the
+docs the tests read).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SDIST_MUST_HAVE = [
     "LICENSE",
     "NOTICE",
     "README.md",
+    "docs/emulator.md",
     "pyproject.toml",
     "constraints-lowest.txt",
     "scripts/lowest_constraints.py",

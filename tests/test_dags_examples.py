@@ -361,9 +361,16 @@ def test_producer_and_consumer_name_the_same_asset():
 
 
 def test_the_readme_quotes_the_example_dags_as_they_are():
-    """README code marked ``<!-- quoted from <file> [<marker>] -->`` is the file's [START/END] region."""
-    readme = (REPO / "README.md").read_text()
-    quotes = re.findall(r"<!-- quoted from (\S+) \[(\S+)\] -->\n```python\n(.*?)\n```", readme, re.DOTALL)
+    """Code marked ``<!-- quoted from <file> [<marker>] -->`` in the README and docs/ is the file's
+    [START/END] region."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    quotes = [
+        quote
+        for page in pages
+        for quote in re.findall(
+            r"<!-- quoted from (\S+) \[(\S+)\] -->\n```python\n(.*?)\n```", page.read_text(), re.DOTALL
+        )
+    ]
     assert len(quotes) >= 5
     for path, marker, code in quotes:
         source = (REPO / path).read_text()

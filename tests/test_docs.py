@@ -1,4 +1,5 @@
-"""The README says what the code does: its snippets come from the example DAGs, its shell steps run."""
+"""The README and docs/ say what the code does: their snippets come from the example DAGs, their shell steps
+run, their links lead somewhere."""
 
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ import pytest
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
-def section(title: str) -> str:
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end != -1 else len(README)]
+def section(text: str, title: str) -> str:
+    """The section headed ``## title`` (or ``# title``) of ``text``, up to the next heading of its level."""
+    level = "## " if f"\n## {title}\n" in text else "# "
+    start = text.index(f"\n{level}{title}\n")
+    end = text.find(f"\n{level}", start + 1)
+    return text[start : end if end != -1 else len(text)]
 
 
 def fenced(text: str, language: str) -> list[str]:
@@ -39,17 +43,41 @@ def howto_snippets() -> dict[str, str]:
     return snippets
 
 
-def test_the_operator_snippets_are_quoted_from_the_example_dags():
-    quoted = fenced(section("Operators and sensor"), "python")
-    assert len(quoted) >= 4
+def test_the_readme_shows_one_example_per_operator_quoted_from_the_example_dags():
+    quoted = fenced(section(README, "Operators"), "python")
     unknown = [block for block in quoted if block not in howto_snippets().values()]
     assert not unknown, f"README snippets not found in dags_examples/ (between howto markers): {unknown}"
+    operators = (
+        "ImportFile",
+        "MultipartUpload",
+        "UploadFile",
+        "FileStatusSensor",
+        "DeleteFile",
+        "PruneFiles",
+    )
+    for name in operators:
+        assert any(f"AzureOpenAI{name}" in block for block in quoted), name
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_relative_link_leads_somewhere(page):
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+        if "://" in target:
+            continue
+        assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+
+
+def test_the_readme_is_a_front_page():
+    assert len(README.splitlines()) <= 300
+    for title in ("The two commands", "Install", "A connection", "Operators", "Where next"):
+        section(README, title)
+    assert "bash scripts/demo.sh" in README and "bash scripts/test.sh" in README
 
 
 @pytest.mark.timeout(600)
 def test_testing_your_dags_offline_runs_as_written(tmp_path):
-    """The shell block of "Testing your DAGs offline", run as is with a fresh temp dir (its AIRFLOW_HOME)."""
-    (block,) = fenced(section("Testing your DAGs offline with the emulator"), "bash")
+    """The first shell block of docs/emulator.md, run as is with a fresh temp dir (its AIRFLOW_HOME)."""
+    block = fenced((REPO / "docs" / "emulator.md").read_text(), "bash")[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
         "TMPDIR": str(tmp_path),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
