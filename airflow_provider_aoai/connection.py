@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 from airflow_provider_aoai.credentials import AUTH_TYPES, build_auth, connection_field
 from airflow_provider_aoai.exceptions import AzureOpenAIConfigError
 from airflow_provider_aoai.http.client import AzureOpenAIClient
-from airflow_provider_aoai.http.endpoint import Endpoint
-from airflow_provider_aoai.models import Surface, has_space_or_control
+from airflow_provider_aoai.http.endpoint import FOUNDRY_ROUTES, Endpoint
+from airflow_provider_aoai.http.policy import MAX_RETRY_WAIT_SECONDS
+from airflow_provider_aoai.models import has_space_or_control
 from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.urls import is_loopback
 
@@ -29,6 +30,7 @@ DEFAULT_RETRY_BACKOFF = 0.5
 MAX_TIMEOUT = 3600.0
 MAX_RETRIES = 20
 MAX_RETRY_BACKOFF = 60.0
+MAX_RETRY_WAIT = 3600.0
 _API_VERSION = re.compile(r"^(v1|preview|\d{4}-\d{2}-\d{2}(-preview)?)$")
 _TENANT_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-.")
 
@@ -42,6 +44,7 @@ class ConnectionSettings:
     timeout: float
     max_retries: int
     retry_backoff: float
+    max_retry_wait: float
     scope: str
 
 
@@ -170,8 +173,11 @@ def read_settings(conn: Any, conn_id: str) -> ConnectionSettings:
         raise fields.error(
             "api_version", f"{api_version[:40]!r} is not an api-version (e.g. 2024-10-21 or v1)"
         )
+    route = fields.text("foundry_route")
+    if route is not None and route not in FOUNDRY_ROUTES:
+        raise fields.error("foundry_route", f"is {route[:40]!r}; expected one of {', '.join(FOUNDRY_ROUTES)}")
     try:
-        endpoint = Endpoint.of(host, api_version)
+        endpoint = Endpoint.of(host, api_version, route)
     except AzureOpenAIConfigError as exc:
         raise AzureOpenAIConfigError(f"Connection {conn_id!r}: field 'host': {exc}") from None
     surface = endpoint.surface
@@ -182,7 +188,7 @@ def read_settings(conn: Any, conn_id: str) -> ConnectionSettings:
             raise fields.error(
                 "login", "(used as the client_id) must not contain whitespace or control characters"
             )
-    if surface is Surface.FOUNDRY and fields.raw("auth_type") in (None, "api_key"):
+    if surface.is_foundry and fields.raw("auth_type") in (None, "api_key"):
         raise AzureOpenAIConfigError(
             f"Connection {conn_id!r}: Foundry project endpoints accept only Microsoft Entra ID tokens; set "
             "the "
@@ -196,6 +202,9 @@ def read_settings(conn: Any, conn_id: str) -> ConnectionSettings:
         max_retries=fields.integer("max_retries", DEFAULT_MAX_RETRIES, minimum=0, maximum=MAX_RETRIES),
         retry_backoff=fields.number(
             "retry_backoff", DEFAULT_RETRY_BACKOFF, minimum=0, maximum=MAX_RETRY_BACKOFF, allow_min=True
+        ),
+        max_retry_wait=fields.number(
+            "max_retry_wait", MAX_RETRY_WAIT_SECONDS, minimum=0, maximum=MAX_RETRY_WAIT, allow_min=True
         ),
         scope=scope,
     )
@@ -222,4 +231,5 @@ def build_client(conn: Any, conn_id: str) -> AzureOpenAIClient:
         timeout=settings.timeout,
         max_retries=settings.max_retries,
         backoff_seconds=settings.retry_backoff,
+        max_retry_wait=settings.max_retry_wait,
     )

@@ -7,7 +7,7 @@ exception here ever holds a secret: messages are built from the service's error 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
@@ -45,6 +45,30 @@ class AzureOpenAIInvalidArgumentError(AzureOpenAIError, AirflowFailException, Va
         super().__init__(f"{argument}: {message}")
 
 
+class AzureOpenAIDatasetError(AzureOpenAIInvalidArgumentError):
+    """A dataset breaks the service's rules for its purpose; found before any request, so nothing was created.
+
+    :param argument: the argument that named the dataset (``source``).
+    :param problems: every problem found, each with ``code``, ``line`` (1-based, or ``None`` for the whole
+        file) and ``message`` (see :class:`airflow_provider_aoai.datasets.DatasetProblem`); the exception's
+        message shows the first :attr:`SHOWN` of them.
+    """
+
+    SHOWN = 5
+
+    def __init__(self, argument: str, problems: Sequence[Any]) -> None:
+        self.problems = list(problems)
+        shown = "; ".join(f"[{p.code}] {p.message}" for p in self.problems[: self.SHOWN])
+        more = len(self.problems) - self.SHOWN
+        super().__init__(
+            argument,
+            f"the service would refuse this dataset: {shown}" + (f"; and {more} more" if more > 0 else ""),
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.argument, self.problems))
+
+
 class AzureOpenAIUnsupportedOperationError(AzureOpenAIError, AirflowFailException):
     """The connection's surface does not offer the operation (e.g. uploads on a Foundry project).
 
@@ -64,6 +88,9 @@ class AzureOpenAIAPIError(AzureOpenAIError):
     :param message: the service's message.
     :param target: the field the service blames (``target`` or ``param``), if any.
     :param request_id: ``apim-request-id`` / ``x-request-id`` of the failed request, for support tickets.
+    :param attempts: how many times the request was sent before the client gave up (1: not retried).
+    :param waited: seconds the client waited between those attempts.
+    :param gave_up: why the client stopped retrying an answer it could have retried (its retry budget).
     """
 
     def __init__(
@@ -74,12 +101,18 @@ class AzureOpenAIAPIError(AzureOpenAIError):
         *,
         target: str | None = None,
         request_id: str | None = None,
+        attempts: int = 1,
+        waited: float = 0.0,
+        gave_up: str | None = None,
     ) -> None:
         self.status = status
         self.code = redact(code, limit=128) if code is not None else None
         self.message = redact(message)
         self.target = redact(target, limit=128) if target is not None else None
         self.request_id = redact(request_id, limit=128) if request_id is not None else None
+        self.attempts = attempts
+        self.waited = waited
+        self.gave_up = gave_up
         super().__init__(self._describe())
 
     def _describe(self) -> str:
@@ -91,12 +124,26 @@ class AzureOpenAIAPIError(AzureOpenAIError):
             text += f" (target: {self.target})"
         if self.request_id:
             text += f" [request id {self.request_id}]"
+        if self.attempts > 1 or self.gave_up:
+            tries = f"{self.attempts} attempt{'s' if self.attempts > 1 else ''}"
+            text += f" (gave up after {tries}, {self.waited:.1f}s of waiting between them"
+            text += f": {self.gave_up})" if self.gave_up else ")"
         return text
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_api_error,
-            (type(self), self.status, self.code, self.message, self.target, self.request_id),
+            (
+                type(self),
+                self.status,
+                self.code,
+                self.message,
+                self.target,
+                self.request_id,
+                self.attempts,
+                self.waited,
+                self.gave_up,
+            ),
         )
 
 
@@ -107,8 +154,20 @@ def _rebuild_api_error(  # pragma: no cover - pickling
     message: str,
     target: str | None,
     request_id: str | None,
+    attempts: int = 1,
+    waited: float = 0.0,
+    gave_up: str | None = None,
 ) -> AzureOpenAIAPIError:
-    return cls(status, code, message, target=target, request_id=request_id)
+    return cls(
+        status,
+        code,
+        message,
+        target=target,
+        request_id=request_id,
+        attempts=attempts,
+        waited=waited,
+        gave_up=gave_up,
+    )
 
 
 class AzureOpenAIBadRequestError(AzureOpenAIAPIError):
@@ -142,7 +201,12 @@ class AzureOpenAIResponseError(AzureOpenAIAPIError):
 
 
 class AzureOpenAIRateLimitError(AzureOpenAIAPIError):
-    """429 after the retries ran out."""
+    """429 after the retries ran out: ``max_retries`` retries, or ``max_retry_wait`` seconds of waiting.
+
+    Its message says how many attempts were made and how long the client waited. A fleet of tasks that
+    meets it should send fewer requests at once (an Airflow pool per resource, see docs/scale.md) rather
+    than retry longer.
+    """
 
 
 class AzureOpenAIServiceError(AzureOpenAIAPIError):

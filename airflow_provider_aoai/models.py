@@ -152,26 +152,38 @@ def has_space_or_control(text: str) -> bool:
 
 # The longest id we send or accept.
 MAX_ID_CHARS = 256
+# The characters of every id the service mints (file-<hex>, file-<uuid>, assistant-<base62>,
+# assistant-upload_<base62>, ...: tests/specs/recordings): letters, digits, '-', '_', '.', ':'. Anything
+# else (a '/', '?', '#', '%', '\', whitespace, a control character) would make a gateway that decodes the
+# path before routing (API Management in front of the service) address another object.
+NOT_AN_ID_CHARACTER = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
 def is_usable_id(value: object) -> bool:
-    """An id we can address: a non-empty string of at most MAX_ID_CHARS, not ``.``/``..``, without control
-    characters (the same rule as for ids given as arguments)."""
+    """An id we can address, in a request or from an answer: 1 to MAX_ID_CHARS characters of the ids the
+    service mints, not ``.`` or ``..``."""
     return (
         isinstance(value, str)
         and 0 < len(value) <= MAX_ID_CHARS
-        and bool(value.strip())
         and value not in (".", "..")
-        and CONTROL_CHARACTERS.search(value) is None
+        and NOT_AN_ID_CHARACTER.search(value) is None
     )
 
 
 class Surface(str, enum.Enum):
-    """The three HTTP surfaces of the service that share one file store."""
+    """The HTTP surfaces of the service: two doors to a resource's files, two to a Foundry project's."""
 
     DATA_PLANE = "data_plane"  # {endpoint}/openai/...?api-version=2024-10-21
     V1 = "v1"  # {endpoint}/openai/v1/...
-    FOUNDRY = "foundry"  # {project endpoint}/files?api-version=v1
+    FOUNDRY = "foundry"  # {project endpoint}/files?api-version=v1 (the agents route)
+    # {project endpoint}/openai/files?api-version=2025-11-15-preview: the OpenAI files API of a project, as
+    # azure-ai-projects 2.x calls it through its OpenAI client (recorded: tests/specs/recordings).
+    FOUNDRY_OPENAI = "foundry_openai"
+
+    @property
+    def is_foundry(self) -> bool:
+        """A Foundry project's route: Entra ID tokens only (the spec's only security scheme is OAuth2)."""
+        return self in (Surface.FOUNDRY, Surface.FOUNDRY_OPENAI)
 
     @property
     def supports_import(self) -> bool:
@@ -179,7 +191,8 @@ class Surface(str, enum.Enum):
 
     @property
     def supports_uploads(self) -> bool:
-        return self is not Surface.FOUNDRY
+        """The Uploads API: a resource's; no recording or page shows it on a Foundry project's routes."""
+        return not self.is_foundry
 
     @property
     def status_optional(self) -> bool:
@@ -189,7 +202,7 @@ class Surface(str, enum.Enum):
     @property
     def token_audience(self) -> str:
         """The audience an Entra ID token must carry (spec ``securityDefinitions``)."""
-        return "https://ai.azure.com" if self is Surface.FOUNDRY else "https://cognitiveservices.azure.com"
+        return "https://ai.azure.com" if self.is_foundry else "https://cognitiveservices.azure.com"
 
     @property
     def default_scope(self) -> str:
@@ -214,6 +227,9 @@ DATA_PLANE_UPLOAD_FILE_PURPOSES = (
     "batch",
 )
 V1_PURPOSES = ("assistants", "batch", "fine-tune", "evals")
+# The OpenAI files API's purposes (OpenAI's FilePurpose); a project's OpenAI route answers for assistants
+# and fine-tune files in the recordings.
+FOUNDRY_OPENAI_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 FOUNDRY_PURPOSES = (
     "fine-tune",
     "fine-tune-results",
@@ -225,7 +241,9 @@ FOUNDRY_PURPOSES = (
 )
 
 # Every purpose a file can have on any surface (list filters are checked against it).
-ALL_PURPOSES = tuple(dict.fromkeys((*DATA_PLANE_PURPOSES, *V1_PURPOSES, *FOUNDRY_PURPOSES, "user_data")))
+ALL_PURPOSES = tuple(
+    dict.fromkeys((*DATA_PLANE_PURPOSES, *V1_PURPOSES, *FOUNDRY_PURPOSES, *FOUNDRY_OPENAI_PURPOSES))
+)
 
 # Purposes whose content the service validates as JSON Lines.
 JSONL_PURPOSES = frozenset({"fine-tune", "batch"})
@@ -248,13 +266,43 @@ MAX_CONCURRENCY = 32
 # Parts land as Azure Storage blocks (UploadPartResource.azure_block_id); a block blob holds at most
 # 50,000 blocks, so more parts than that cannot be committed.
 MAX_PARTS = 50_000
-UPLOAD_EXPIRY_SECONDS = 2 * 60 * 60
+# An Upload expires one hour after its creation: expires_at = created_at + 3600 in both recorded creates
+# (tests/specs/recordings/aoai_upload_create_cancel_{async,sync}_2024-08-01-preview.json).
+UPLOAD_EXPIRY_SECONDS = 60 * 60
+
+# A file's expires_after (seconds after its creation): 1 hour to 30 days, "Must be between 3600 (1 hour) and
+# 2592000 (30 days)" (https://learn.microsoft.com/azure/foundry/reference/rest/files-create-file); batch input
+# files 14 to 30 days, "You can set to a number between 1209600-2592000" (learn.microsoft.com, how-to/batch).
+# With one, a resource holds 10,000 batch input files instead of 500.
+EXPIRY_RANGE = (3_600, 2_592_000)
+EXPIRY_RANGES = {"batch": (1_209_600, 2_592_000)}
+
+
+# The first data plane api-version whose file and upload creates take expires_after: the GA 2024-10-21 has
+# none (its upload reference lists no expiry; Azure/azure-sdk-for-java#47401), Azure's batch how-to sends it
+# with 2025-03-01-preview; the v1 API takes it.
+EXPIRY_API_VERSION = "2025-03-01"
+
+
+def offers_expiry(surface: Surface, api_version: str | None) -> bool:
+    """Whether file and upload creates of ``surface`` at ``api_version`` take ``expires_after`` (Foundry's
+    agent files have no expiry; its OpenAI route is OpenAI's files API, which does)."""
+    if surface in (Surface.V1, Surface.FOUNDRY_OPENAI):
+        return True
+    return surface is Surface.DATA_PLANE and (api_version or "")[:10] >= EXPIRY_API_VERSION
+
+
+def expiry_range(purpose: str) -> tuple[int, int]:
+    """The seconds ``expires_after`` may take for a file of ``purpose`` (inclusive bounds)."""
+    return EXPIRY_RANGES.get(purpose, EXPIRY_RANGE)
 
 
 def purposes_for(surface: Surface, operation: str) -> tuple[str, ...]:
     """Purposes a create ``operation`` (``upload_file``, ``import_file``, ``create_upload``) accepts."""
     if surface is Surface.FOUNDRY:
         return FOUNDRY_PURPOSES
+    if surface is Surface.FOUNDRY_OPENAI:
+        return FOUNDRY_OPENAI_PURPOSES
     if surface is Surface.V1:
         return V1_PURPOSES
     if operation == "upload_file":

@@ -29,7 +29,7 @@ from airflow_provider_aoai.lifecycle import (
 from airflow_provider_aoai.lineage import AzureOpenAILineageMixin
 from airflow_provider_aoai.models import DEFAULT_MAX_CONCURRENCY, DEFAULT_PART_BYTES, File, Upload
 from airflow_provider_aoai.options import MultipartOptions, WaitOptions
-from airflow_provider_aoai.validation import check_bool
+from airflow_provider_aoai.validation import check_bool, check_expires_after
 
 if TYPE_CHECKING:
     from airflow_provider_aoai.hooks import AzureOpenAIHook
@@ -219,11 +219,46 @@ class AzureOpenAIImportFileOperator(_AzureOpenAIFileOperator):
         return self._finish(file, file["id"])
 
 
-class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
+class _AzureOpenAIUploadOperator(_AzureOpenAIFileOperator):
+    """Shared by the upload operators: what they upload, when it expires, and the check of a dataset.
+
+    :param source: local path, ``file://``/``memory://``/any fsspec URL, or ``ObjectStoragePath`` (templated).
+    :param purpose: e.g. ``fine-tune``, ``batch``, ``assistants`` (templated).
+    :param filename: name in the service; defaults to the source's name (templated).
+    :param expires_after: the file expires this many seconds after its creation (batch input files: 14 to 30
+        days, others 1 hour to 30 days; with one, a resource holds 10,000 batch input files instead of 500).
+        The v1 API and data plane api-versions from 2025-03-01-preview take it.
+    :param validate: check a ``batch`` or ``fine-tune`` dataset against the service's rules
+        (:func:`~airflow_provider_aoai.datasets.validate_dataset`) before the first request, and fail with
+        :class:`AzureOpenAIDatasetError` naming its problems and their lines, creating nothing. ``False``
+        skips it (the first line is still checked).
+    """
+
+    def __init__(
+        self,
+        *,
+        source: Any,
+        purpose: str,
+        filename: str | None = None,
+        expires_after: int | None = None,
+        validate: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.purpose = purpose
+        self.filename = filename
+        # The widest range now; the purpose's own, once templates are rendered, before the first request.
+        self.expires_after = check_expires_after(expires_after)
+        self.validate = check_bool(validate, "validate")
+
+
+class AzureOpenAIMultipartUploadOperator(_AzureOpenAIUploadOperator):
     """Upload a file of up to 9 GiB with the Uploads API: parts sent in parallel, completed with its md5.
 
     Progress (bytes, percent, MB/s, ETA) is logged every ``progress_interval`` seconds. Returns the Upload
-    dict with its nested File (the file id is at ``["file"]["id"]``).
+    dict with its nested File (the file id is at ``["file"]["id"]``). A dataset checked before the upload
+    (``validate``) is read once for the check and the md5 together: the upload needs no md5 pass of its own.
 
     On Airflow 3.3+ the upload survives its try: the upload id, part size, source fingerprint and accepted
     part ids are kept in the ``task_state_store``, and a retry or a clear of this task instance sends only the
@@ -231,9 +266,6 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
     keeps the upload; a kill (``on_kill``, mark failed), the last try failing, bad input and a changed source
     cancel it.
 
-    :param source: local path, ``file://``/``memory://``/any fsspec URL, or ``ObjectStoragePath`` (templated).
-    :param purpose: e.g. ``fine-tune`` (templated).
-    :param filename: name in the service; defaults to the source's name (templated).
     :param mime_type: defaults to ``text/jsonl`` for ``.jsonl`` names (templated).
     :param part_size: bytes per part, 1 MiB to 512 MiB (default 64 MiB).
     :param max_concurrency: parts in flight at once, 1 to 32.
@@ -245,9 +277,6 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
     def __init__(
         self,
         *,
-        source: Any,
-        purpose: str,
-        filename: str | None = None,
         mime_type: str | None = None,
         part_size: int = DEFAULT_PART_BYTES,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
@@ -255,9 +284,6 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.source = source
-        self.purpose = purpose
-        self.filename = filename
         if mime_type is not None and not isinstance(mime_type, str):
             raise AzureOpenAIInvalidArgumentError(
                 "mime_type", f"must be a string, got {type(mime_type).__name__}"
@@ -289,6 +315,8 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
                 on_checkpoint=memory.save if memory is not None else None,
                 keep_on_failure=lambda exc: keep and not self._stop.is_set(),
                 on_md5=self._record_md5,
+                expires_after=self.expires_after,
+                validate=self.validate,
             )
         except BaseException:
             # An upload an earlier try kept must not outlive a try that will not be retried, even when this
@@ -303,32 +331,28 @@ class AzureOpenAIMultipartUploadOperator(_AzureOpenAIFileOperator):
         return self._finish(upload, upload["file"]["id"])
 
 
-class AzureOpenAIUploadFileOperator(_AzureOpenAIFileOperator):
+class AzureOpenAIUploadFileOperator(_AzureOpenAIUploadOperator):
     """Upload a file of up to 512 MiB in one streamed request (``POST files``).
 
     Works on every surface; on a Foundry project connection it uploads agent files
     (``{project}/files?api-version=v1``). Returns the File (or Foundry FileInfo) dict. On Airflow 3.3+ a retry
     (or a clear) with the same inputs -- the same source, unchanged -- re-attaches to the file an earlier try
     created instead of uploading again.
-
-    :param source: local path, ``file://``/fsspec URL, or ``ObjectStoragePath`` (templated).
-    :param purpose: e.g. ``assistants``, ``fine-tune``, ``batch``, ``vision`` (templated).
-    :param filename: name in the service; defaults to the source's name (templated).
     """
 
     template_fields: Sequence[str] = ("source", "purpose", "filename", "aoai_conn_id")
-
-    def __init__(self, *, source: Any, purpose: str, filename: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.source = source
-        self.purpose = purpose
-        self.filename = filename
 
     def execute(self, context: Any) -> File:
         from airflow_provider_aoai.sources import md5_of
 
         files = self.hook.files
-        request = files.prepare_upload(source=self.source, purpose=self.purpose, filename=self.filename)
+        request = files.prepare_upload(
+            source=self.source,
+            purpose=self.purpose,
+            filename=self.filename,
+            expires_after=self.expires_after,
+            validate=self.validate,
+        )
         source = request.source
         inputs = inputs_digest(
             kind="upload_file",
@@ -337,6 +361,7 @@ class AzureOpenAIUploadFileOperator(_AzureOpenAIFileOperator):
             fingerprint=source.fingerprint.to_json(),
             filename=request.filename,
             purpose=request.purpose,
+            **({"expires_after": request.expires_after} if request.expires_after is not None else {}),
         )
         file = self._create_once(
             context,
@@ -344,14 +369,15 @@ class AzureOpenAIUploadFileOperator(_AzureOpenAIFileOperator):
             filename=request.filename,
             purpose=request.purpose,
             size=source.size,
-            content_md5=lambda: md5_of(source),
+            content_md5=lambda: request.md5 or md5_of(source),
             create=lambda: files.send_upload(request, stop=self._stop),
         )
         return self._finish(file, file["id"])
 
 
-# Delete and prune live in their own module (which imports this one); re-exported so that every operator
-# imports from here. Hence an import at the end.
+# Delete and prune, and dataset preparation, live in modules of their own; re-exported so that every
+# operator imports from here. Hence imports at the end.
+from airflow_provider_aoai.dataset_operators import AzureOpenAISplitBatchFileOperator  # noqa: E402, F401
 from airflow_provider_aoai.delete_operators import (  # noqa: E402, F401
     AzureOpenAIDeleteFileOperator,
     AzureOpenAIPruneFilesOperator,

@@ -20,6 +20,13 @@ CONN_FIELDS = {
         "Data plane api-version (2024-10-21). 'v1' uses {endpoint}/openai/v1. Foundry projects use v1.",
         "2024-10-21",
     ),
+    "foundry_route": _text(
+        "Foundry route",
+        "Foundry project endpoints: 'agents' ({project}/files?api-version=v1) or 'openai' (the OpenAI files "
+        "API, {project}/openai/files?api-version=2025-11-15-preview, as azure-ai-projects 2.x uses).",
+        "agents",
+        enum=["agents", "openai"],
+    ),
     "auth_type": _text(
         "Auth type",
         "api_key (the password is the key), client_secret (the password is the secret), managed_identity, "
@@ -58,6 +65,11 @@ CONN_FIELDS = {
         "description": "First wait between retries; doubles each retry, with jitter, up to 60 s.",
         "schema": {"type": ["number", "null"], "default": 0.5},
     },
+    "max_retry_wait": {
+        "label": "Max retry wait (s)",
+        "description": "Most seconds one request waits between its retries, in all (0-3600).",
+        "schema": {"type": ["number", "null"], "default": 300},
+    },
 }
 
 UI_FIELD_BEHAVIOUR = {
@@ -87,7 +99,11 @@ PROVIDER_INFO = {
     "operators": [
         {
             "integration-name": INTEGRATION,
-            "python-modules": ["airflow_provider_aoai.operators", "airflow_provider_aoai.delete_operators"],
+            "python-modules": [
+                "airflow_provider_aoai.operators",
+                "airflow_provider_aoai.delete_operators",
+                "airflow_provider_aoai.dataset_operators",
+            ],
         }
     ],
     "sensors": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_aoai.sensors"]}],

@@ -149,8 +149,10 @@ class Retention:
             file_id = check_id(file.get("id"), "id")
             if not dry_run:
                 try:
-                    self.files.delete_file(file_id=file_id)
+                    gone = self.files.delete_file(file_id=file_id).get("deleted") is not True
                 except AzureOpenAINotFoundError:
+                    gone = True
+                if gone:  # deleted meanwhile (a 404, or a file- id's "deleted": false)
                     log.info("File %s is already gone", file_id)
                     continue
             log.info(

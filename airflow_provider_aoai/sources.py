@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
+from urllib.parse import urlsplit
 
 from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError, AzureOpenAISourceChangedError
 from airflow_provider_aoai.models import MiB
@@ -253,6 +254,7 @@ def open_source(source: Any, argument: str = "source") -> Source:
         raise AzureOpenAIInvalidArgumentError(
             argument, "must be a path, a file:// or fsspec URL, an ObjectStoragePath or a binary file object"
         )
+    source = with_connection(source, argument)
     fs_of_path = object_path_fs(source, argument)
     if fs_of_path is None and hasattr(source, "read"):
         return _file_object_source(source, argument)
@@ -321,6 +323,33 @@ def open_source(source: Any, argument: str = "source") -> Source:
         fingerprint=fingerprint,
         current=lambda: _remote_fingerprint(info()),
     )
+
+
+def with_connection(value: Any, argument: str) -> Any:
+    """An ``ObjectStoragePath`` for the text of one that names its connection (``s3://aws_conn@bucket/key``,
+    as ``str()`` of such a path reads, e.g. in an XCom), so that it opens with that connection; any other
+    value as it is.
+
+    :raises AzureOpenAIInvalidArgumentError: it names a connection, but cannot be made a path.
+    """
+    if not isinstance(value, str) or "://" not in value or value.startswith("file://"):
+        return value
+    try:
+        parts = urlsplit(value)
+        named = parts.username and parts.password is None
+    except ValueError:
+        return value  # fsspec tells what is wrong with it
+    if not named:
+        return value
+    try:
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(value)
+    except Exception as exc:
+        shown, why = redact_url(value), redact(exc, limit=200)
+        raise AzureOpenAIInvalidArgumentError(
+            argument, f"{shown} cannot be opened: {type(exc).__name__}: {why}"
+        ) from None
 
 
 def object_path_fs(value: Any, argument: str) -> Any:

@@ -2,8 +2,9 @@
 
 Every check runs before the first request and raises :class:`AzureOpenAIInvalidArgumentError` naming the
 argument, so a bad value costs nothing on the service and never retries. Values that end up in a URL path
-(ids) are additionally percent-encoded by the client; these checks refuse what no id can be (empty, ``.``,
-``..``, control characters) so that an id always addresses the object it names.
+(ids) are additionally percent-encoded by the client; these checks refuse what no id of the service is (a
+character outside letters, digits, ``-``, ``_``, ``.``, ``:``; ``.``, ``..``) so that an id addresses the
+object it names, even through a gateway that decodes the path before it routes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_aoai.exceptions import AzureOpenAIInvalidArgumentError
-from airflow_provider_aoai.models import CONTROL_CHARACTERS, MAX_ID_CHARS, has_space_or_control
+from airflow_provider_aoai.models import (
+    CONTROL_CHARACTERS,
+    MAX_ID_CHARS,
+    NOT_AN_ID_CHARACTER,
+    expiry_range,
+    has_space_or_control,
+)
 from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.urls import is_valid_host
 
@@ -35,17 +42,22 @@ def _shown(value: Any, limit: int = 80) -> str:
 
 
 def check_id(value: Any, argument: str) -> str:
-    """An object id (file, upload, part): a non-empty string without control characters, not ``.``/``..``."""
+    """An object id (file, upload, part) as the service mints them (:func:`models.is_usable_id`): letters,
+    digits, ``-``, ``_``, ``.`` and ``:``; not ``.`` or ``..``; at most 256 characters."""
     if not isinstance(value, str):
         raise AzureOpenAIInvalidArgumentError(argument, f"must be a string id, got {type(value).__name__}")
     if not value.strip():
         raise AzureOpenAIInvalidArgumentError(argument, "must not be empty or whitespace")
     if value in (".", ".."):
         raise AzureOpenAIInvalidArgumentError(argument, f"{value!r} is not an id")
-    if _has_control(value):
-        raise AzureOpenAIInvalidArgumentError(argument, "must not contain control characters")
     if len(value) > MAX_ID_CHARS:
         raise AzureOpenAIInvalidArgumentError(argument, f"is longer than {MAX_ID_CHARS} characters")
+    if (found := NOT_AN_ID_CHARACTER.search(value)) is not None:
+        raise AzureOpenAIInvalidArgumentError(
+            argument,
+            f"{_shown(value)} holds {found.group()!r}, which no id of the service has (an id is letters, "
+            "digits, '-', '_', '.' and ':')",
+        )
     return value
 
 
@@ -181,3 +193,26 @@ def check_stop(value: Any, argument: str = "stop") -> Any:
             argument, f"must be a threading.Event (or None), got {type(value).__name__}"
         )
     return value
+
+
+def check_expires_after(
+    value: Any, purpose: str | None = None, argument: str = "expires_after"
+) -> int | None:
+    """Seconds after its creation that a file expires: ``None`` (it does not), or whole seconds in the range
+    the service takes for ``purpose`` (when the purpose is not known yet, at DAG parse: the widest range)."""
+    if value is None:
+        return None
+    low, high = expiry_range(purpose or "")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        files = f"{purpose} files" if purpose else "files"
+        raise AzureOpenAIInvalidArgumentError(
+            argument,
+            f"{files} may expire {low:,} to {high:,} seconds ({_duration(low)} to {_duration(high)}) after "
+            f"they are created; got {_shown(value)}",
+        )
+    return value
+
+
+def _duration(seconds: int) -> str:
+    days, hours = divmod(seconds, 86400)[0], seconds // 3600
+    return f"{days} days" if seconds % 86400 == 0 else f"{hours} hour{'s' if hours != 1 else ''}"

@@ -1,4 +1,4 @@
-"""Fine-tune dataset pipeline: write a chat JSONL, validate it, multipart-upload it, wait (deferred).
+"""Fine-tune dataset pipeline: write a chat JSONL, multipart-upload it (checked first), wait (deferred).
 
 Connection ``aoai_default`` points at an Azure OpenAI resource (or the bundled emulator). Parameters:
 ``workdir`` (where the dataset is written) and ``report_path`` (optional JSON report of the result).
@@ -44,9 +44,7 @@ with DAG(
 
     @task
     def write_dataset(params=None) -> str:
-        """Write the training set in chat format and check every line the way the service will."""
-        from airflow_provider_aoai.jsonl import validate_jsonl
-
+        """Write the training set in chat format (the upload checks it as the service will)."""
         path = Path(params["workdir"]) / "training.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w") as out:
@@ -59,15 +57,13 @@ with DAG(
                     ]
                 }
                 out.write(json.dumps(record) + "\n")
-        problem = validate_jsonl(path, "fine-tune")
-        if problem:
-            raise ValueError(f"{path}: {problem}")
         return str(path)
 
     dataset = write_dataset()
 
     # [START howto_operator_aoai_multipart_upload]
-    # XCom: the Upload; the file id is ["file"]["id"]
+    # XCom: the Upload; the file id is ["file"]["id"]. Before its first request it checks the file as Azure
+    # will (validate=True): a bad line fails the task with AzureOpenAIDatasetError, and nothing is created.
     upload = AzureOpenAIMultipartUploadOperator(
         task_id="upload_dataset",
         source=dataset,  # the path the write_dataset task returned

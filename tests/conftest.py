@@ -44,7 +44,8 @@ else:
 
 import pytest  # noqa: E402
 
-from airflow_provider_aoai.emulator import Emulator  # noqa: E402
+from airflow_provider_aoai.emulator import Emulator, Throttle  # noqa: E402
+from airflow_provider_aoai.emulator.quotas import Quotas  # noqa: E402
 
 API_KEY = "emulator-test-api-key-0123456789"
 REPO = Path(__file__).resolve().parents[1]
@@ -79,13 +80,16 @@ def jsonl(records: list[dict]) -> bytes:
 
 @pytest.fixture(scope="session")
 def emulator():
-    """The emulator for the whole session, with small limits so that limits are cheap to reach."""
+    """The emulator for the whole session, with small limits so that limits are cheap to reach, and quotas
+    no session reaches (every test adds files to it; the quota tests have an emulator of their own)."""
     with Emulator(
         api_key=API_KEY,
         processing_seconds=0.2,
         max_file_bytes=8 * 1024 * 1024,
         max_part_bytes=4 * 1024 * 1024,
         max_upload_bytes=64 * 1024 * 1024,
+        quotas=Quotas(fine_tune_files=10**6, fine_tune_bytes=2**40, batch_files=10**6),
+        throttle=Throttle.off(),  # tests create files quickly; the throttle tests have emulators of their own
     ) as emu:
         yield emu
 

@@ -17,7 +17,7 @@ from airflow_provider_aoai.exceptions import (
 )
 from airflow_provider_aoai.http.client import AzureOpenAIClient
 from airflow_provider_aoai.http.endpoint import normalize_endpoint
-from airflow_provider_aoai.http.policy import Retry, parse_retry_after
+from airflow_provider_aoai.http.policy import MAX_BACKOFF_SECONDS, Retry, backoff_seconds, parse_retry_after
 from airflow_provider_aoai.models import Surface
 from tests.conftest import API_KEY, CHAT_LINE, jsonl
 
@@ -28,6 +28,14 @@ def statuses(emulator, operation):
 
 def files_created(hook):
     return len(hook.list_files())
+
+
+def test_a_retry_after_past_the_backoff_cap_is_honoured_in_full():
+    # The cap bounds our own backoff; the service's Retry-After is never cut (max_retry_wait decides).
+    assert [backoff_seconds(n, 120.0, first=0.5) for n in range(8)] == [120.0] * 8
+    assert 0.25 <= backoff_seconds(0, None, first=0.5) <= 0.5
+    assert MAX_BACKOFF_SECONDS / 2 <= backoff_seconds(20, None, first=0.5) <= MAX_BACKOFF_SECONDS
+    assert 0.25 <= backoff_seconds(0, 0.1, first=0.5) <= 0.5  # the jitter above a short Retry-After
 
 
 def test_retry_after_forms():

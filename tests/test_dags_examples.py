@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import subprocess
 import sys
-import textwrap
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -52,7 +50,7 @@ def task_states(run) -> dict[str, str]:
 
 
 def test_there_are_example_dags():
-    assert len(DAG_FILES) == 5
+    assert len(DAG_FILES) == 7
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
@@ -98,7 +96,7 @@ def test_dag_bag_has_no_import_errors():
     result = subprocess.run(
         [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300
     )
-    assert result.stdout.strip().endswith("5 {}"), result.stdout + result.stderr[-2000:]
+    assert result.stdout.strip().endswith("7 {}"), result.stdout + result.stderr[-2000:]
 
 
 @pytest.fixture
@@ -138,6 +136,55 @@ def test_batch_import_dag_end_to_end_with_a_reschedule_sensor(example_env, trigg
     assert imported and imported[-1]["status"] == "processed"
     # named after the run's start (batch-requests-YYYYMMDDTHHMMSS.jsonl), whatever the trigger
     assert imported[-1]["filename"][len("batch-requests-") :][:8] == run.start_date.strftime("%Y%m%d")
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_batch_prepare_dag_splits_uploads_expiring_files_and_returns_their_ids(
+    example_env, monkeypatch, tmp_path, trigger
+):
+    set_connection(
+        monkeypatch,
+        "aoai_batch",
+        host=example_env.url,
+        password=API_KEY,
+        extra={"api_version": "v1", "retry_backoff": 0.01},
+    )
+    report = tmp_path / "inputs.json"
+    run = load_dag(REPO / "dags_examples" / "example_aoai_batch_prepare.py").test(
+        run_conf={"workdir": str(tmp_path), "requests": 3600, "report_path": str(report)}, **trigger
+    )
+    assert str(run.state).endswith("success"), task_states(run)
+    inputs = json.loads(report.read_text())
+    # three deployments of 1,200 requests each, at most 1,000 per shard: two shards each
+    assert len(inputs) == 6
+    shards = sorted((tmp_path / "shards").iterdir())
+    assert len(shards) == 6
+    lines = [line for shard in shards for line in shard.read_bytes().splitlines()]
+    assert sorted(lines) == sorted((tmp_path / "requests.jsonl").read_bytes().splitlines())
+    for shard in shards:
+        models = {json.loads(line)["body"]["model"] for line in shard.read_bytes().splitlines()}
+        assert len(models) == 1 and len(shard.read_bytes().splitlines()) <= 1000
+    for entry in inputs:
+        stored = example_env.store.get_file(entry["input_file_id"])
+        assert stored["purpose"] == "batch" and stored["status"] == "processed"
+        assert stored["expires_at"] == stored["created_at"] + 14 * 24 * 3600 == entry["expires_at"]
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_mapped_uploads_dag_uploads_every_document_once_in_its_pool(example_env, tmp_path, trigger):
+    report = tmp_path / "report.json"
+    dag = load_dag(REPO / "dags_examples" / "example_aoai_mapped_uploads.py")
+    assert {task.pool for task in dag.tasks if task.task_id == "upload_document"} == {"aoai_uploads"}
+    before = {f["id"] for f in example_env.store.list_files()}
+    run = dag.test(
+        run_conf={"workdir": str(tmp_path), "documents": 12, "report_path": str(report)}, **trigger
+    )
+    assert str(run.state).endswith("success"), task_states(run)
+    summary = json.loads(report.read_text())
+    created = [f for f in example_env.store.list_files() if f["id"] not in before]
+    assert summary["files"] == 12 and sorted(summary["ids"]) == sorted(f["id"] for f in created)
+    assert sorted(f["filename"] for f in created) == [f"policy-{n:03d}.md" for n in range(12)]
+    assert all(f["status"] == "processed" for f in created)
 
 
 @pytest.mark.parametrize("trigger", TRIGGERS)
@@ -358,22 +405,3 @@ def test_producer_and_consumer_name_the_same_asset():
     consumer = load_dag(REPO / "dags_examples" / "example_aoai_dataset_consumer.py")
     condition = getattr(consumer.timetable, "asset_condition", None) or consumer.timetable.dataset_condition
     assert [a.uri for a in producer.get_task("upload_dataset").outlets] == [a.uri for a in condition.objects]
-
-
-def test_the_readme_quotes_the_example_dags_as_they_are():
-    """Code marked ``<!-- quoted from <file> [<marker>] -->`` in the README and docs/ is the file's
-    [START/END] region."""
-    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-    quotes = [
-        quote
-        for page in pages
-        for quote in re.findall(
-            r"<!-- quoted from (\S+) \[(\S+)\] -->\n```python\n(.*?)\n```", page.read_text(), re.DOTALL
-        )
-    ]
-    assert len(quotes) >= 5
-    for path, marker, code in quotes:
-        source = (REPO / path).read_text()
-        region = re.search(rf"# \[START {marker}\]\n(.*?)\n[ \t]*# \[END {marker}\]", source, re.DOTALL)
-        assert region is not None, f"{path} has no [START {marker}]"
-        assert textwrap.dedent(region.group(1)) == code, f"the README's quote of {path} [{marker}] is stale"

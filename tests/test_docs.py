@@ -54,9 +54,28 @@ def test_the_readme_shows_one_example_per_operator_quoted_from_the_example_dags(
         "FileStatusSensor",
         "DeleteFile",
         "PruneFiles",
+        "SplitBatchFile",
     )
     for name in operators:
         assert any(f"AzureOpenAI{name}" in block for block in quoted), name
+
+
+def test_every_quote_is_the_region_it_names():
+    """Code marked ``<!-- quoted from <file> [<marker>] -->`` in the README and docs/ is the file's
+    [START/END] region."""
+    quotes = [
+        quote
+        for page in PAGES
+        for quote in re.findall(
+            r"<!-- quoted from (\S+) \[(\S+)\] -->\n```python\n(.*?)\n```", page.read_text(), re.DOTALL
+        )
+    ]
+    assert len(quotes) >= 11
+    for path, marker, code in quotes:
+        source = (REPO / path).read_text()
+        region = re.search(rf"# \[START {marker}\]\n(.*?)\n[ \t]*# \[END {marker}\]", source, re.DOTALL)
+        assert region is not None, f"{path} has no [START {marker}]"
+        assert textwrap.dedent(region.group(1)) == code, f"the quote of {path} [{marker}] is stale"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

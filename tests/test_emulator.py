@@ -16,9 +16,7 @@ import requests
 
 from airflow_provider_aoai.emulator import Emulator
 from tests.conftest import API_KEY, BATCH_LINE, CHAT_LINE, DATA_PLANE_EXAMPLES, FOUNDRY_EXAMPLES, jsonl
-
-V = {"api-version": "2024-10-21"}
-KEY = {"api-key": API_KEY}
+from tests.emulator_api import KEY, V, emulator_process
 
 
 def wait_for_status(emu: Emulator, file_id: str, *, timeout: float = 10.0) -> dict:
@@ -97,7 +95,12 @@ def test_example_upload_file(emulator):
     params = example["parameters"]
     answer = upload(emulator, params["file"].encode(), purpose=params["purpose"], name="puppy.jsonl")
     assert answer.status_code == 201
-    assert answer.headers["location"] == f"{emulator.url}/openai/files/{answer.json()['id']}"
+    # The example's Location has no query; the live service's carries the api-version of the request
+    # (tests/specs/recordings/aoai_batch_file_create_get_delete_2025-01-01-preview.json): the recording wins.
+    assert (
+        answer.headers["location"]
+        == f"{emulator.url}/openai/files/{answer.json()['id']}?api-version=2024-10-21"
+    )
     assert_shape(answer.json(), example["responses"]["201"]["body"])
     assert answer.json()["status"] == "pending"
 
@@ -144,7 +147,9 @@ def test_example_upload_start(emulator):
     example = load("upload_file_start.json")
     answer = _start_upload(emulator, example["parameters"]["body"])
     assert answer.status_code == 200
-    assert answer.headers["location"].endswith(f"/openai/uploads/runs/{answer.json()['id']}")
+    # The example answers with Location .../openai/uploads/runs/{id}; the live service sends none
+    # (tests/specs/recordings/aoai_upload_create_cancel_*.json): the recording wins.
+    assert "location" not in answer.headers
     # The example shows a nested file on a pending upload; UploadResource.file is optional and a pending
     # upload has no file yet, so that one field is not compared.
     assert_shape(answer.json(), example["responses"]["200"]["body"], ignore=("file",))
@@ -249,7 +254,8 @@ def test_example_foundry_get_file(emulator):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert_shape(file, example["responses"]["200"]["body"])
-    assert "Line 1" in file["status_details"]
+    # The service's own words (tests/specs/recordings/aoai_finetune_file_validation_error_*.json).
+    assert file["status_details"] == "Validation of jsonl file failed: Deserialization of line #0 failed."
 
 
 # ------------------------------------------------------------------------------ lifecycle and validation
@@ -271,17 +277,23 @@ def test_lifecycle_goes_pending_running_processed():
     ("purpose", "content", "expected"),
     [
         ("fine-tune", jsonl([CHAT_LINE, {"prompt": 1}]), "Line 2"),
-        ("fine-tune", jsonl([CHAT_LINE]) + b"{broken\n", "Line 2: not valid JSON"),
-        ("fine-tune", jsonl([{"messages": [{"role": "robot", "content": "x"}]}]), "role 'robot'"),
-        ("batch", jsonl([BATCH_LINE, {**BATCH_LINE, "custom_id": "r2", "body": "x"}]), "Line 2: 'body'"),
-        ("batch", jsonl([BATCH_LINE, BATCH_LINE]), "duplicate custom_id"),
-        ("fine-tune", jsonl([CHAT_LINE]) + b"\n" + jsonl([CHAT_LINE]), "Line 2: empty line"),
+        # A line that is not JSON is told in the recorded words, with the line counted from 0.
+        ("fine-tune", jsonl([CHAT_LINE]) + b"{broken\n", "Deserialization of line #1 failed."),
+        (
+            "fine-tune",
+            jsonl([{"messages": [{"role": "robot", "content": "x"}]}]),
+            "Line 1: messages[0].role is 'robot'",
+        ),
+        ("batch", jsonl([BATCH_LINE, {**BATCH_LINE, "custom_id": "r2", "body": "x"}]), "Line 2: body is 'x'"),
+        ("batch", jsonl([BATCH_LINE, BATCH_LINE]), "Line 2: custom_id 'r1' is also on line 1"),
+        ("fine-tune", jsonl([CHAT_LINE]) + b"\n" + jsonl([CHAT_LINE]), "Deserialization of line #1 failed."),
     ],
 )
 def test_invalid_jsonl_ends_in_error_naming_the_line(emulator, purpose, content, expected):
     file = upload(emulator, content, purpose=purpose).json()
     final = wait_for_status(emulator, file["id"])
     assert final["status"] == "error"
+    assert final["status_details"].startswith("Validation of jsonl file failed: ")
     assert expected in final["status_details"]
 
 
@@ -577,7 +589,9 @@ def test_v1_surface_shapes(emulator):
         "param": "file_id",
         "type": "error",
     }
-    assert missing.headers["apim-request-id"] == missing.headers["x-request-id"]
+    # apim-request-id on every answer; X-Request-ID only from the assistants backend, never about a file-
+    # id (tests/specs/recordings/aoai_batch_file_create_get_delete_2025-01-01-preview.json).
+    assert missing.headers["apim-request-id"] and "x-request-id" not in missing.headers
 
 
 # ------------------------------------------------------------------------------ auth
@@ -663,7 +677,8 @@ def test_drop_and_slow_faults(emulator):
 def test_wan_link_caps_bandwidth(emulator):
     emulator.faults.set_link(bandwidth_bytes_per_second=2 * 1024 * 1024, latency_seconds=0.05)
     started = time.monotonic()
-    assert upload(emulator, b"x" * (1024 * 1024), purpose="assistants").status_code == 201
+    # An assistants file's create answers 200 (tests/specs/recordings/aoai_assistants_file_*.json).
+    assert upload(emulator, b"x" * (1024 * 1024), purpose="assistants").status_code == 200
     assert time.monotonic() - started >= 0.45  # 1 MiB at 2 MiB/s plus latency
 
 
@@ -697,34 +712,11 @@ def test_data_dir_survives_a_restart(tmp_path):
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_command_line_prints_its_url_and_exits_zero_on_signal(tmp_path, stop_signal):
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_aoai.emulator",
-            "--port",
-            "0",
-            "--api-key",
-            API_KEY,
-            "--data-dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = process.stdout.readline().strip()
-        assert line.startswith("AOAI emulator listening on http://127.0.0.1:")
-        url = line.rsplit(" ", 1)[1]
+    with emulator_process(data_dir=tmp_path, stderr=subprocess.PIPE) as (process, url):
+        assert url.startswith("http://127.0.0.1:")
         assert requests.get(f"{url}/openai/files", params=V, headers=KEY, timeout=10).status_code == 200
         process.send_signal(stop_signal)
         assert process.wait(timeout=20) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.stdout.close()
-        process.stderr.close()
 
 
 def test_console_script_is_installed():

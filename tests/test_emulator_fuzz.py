@@ -12,16 +12,18 @@ import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_aoai.emulator import Emulator
+from airflow_provider_aoai.emulator import Emulator, Throttle
 from tests.conftest import CHAT_LINE, jsonl
+from tests.emulator_api import new_upload
 
 API_KEY = "fuzz-api-key-0123456789"
 V = "api-version=2024-10-21"
+PROJECT_OPENAI_V = "api-version=2025-11-15-preview"
 
 # Every route of the emulator with its methods, ids as {name}.
 ROUTES = [
     (methods, f"{prefix}{path}")
-    for prefix in ("/openai", "/openai/v1", "/api/projects/{project}")
+    for prefix in ("/openai", "/openai/v1", "/api/projects/{project}", "/api/projects/{project}/openai")
     for methods, path in (
         (("GET", "POST"), "/files"),
         (("POST",), "/files/import"),
@@ -38,6 +40,7 @@ ROUTES = [
     (("POST",), "/{tenant}/oauth2/v2.0/token"),
     (("GET", "POST", "DELETE"), "/_emulator/faults"),
     (("POST",), "/_emulator/link"),
+    (("GET", "POST"), "/_emulator/throttle"),
     (("POST",), "/_emulator/files/{file_id}/statuses"),
     (("GET",), "/_emulator/uploads"),
     (("GET", "PUT"), "/_emulator/blobs/{name}"),
@@ -60,21 +63,14 @@ def new_file(emu: Emulator) -> str:
     return answer.json()["id"]
 
 
-def new_upload(emu: Emulator) -> str:
-    answer = requests.post(
-        f"{emu.url}/openai/uploads?{V}",
-        headers={"api-key": API_KEY},
-        json={"purpose": "fine-tune", "filename": "u.jsonl", "bytes": 64, "mime_type": "text/jsonl"},
-        timeout=10,
-    )
-    return answer.json()["id"]
-
-
 @pytest.fixture(scope="module")
 def fuzz_target():
-    """A fresh emulator with one real file and one pending upload, so fuzzed requests also reach objects."""
-    with Emulator(api_key=API_KEY, processing_seconds=0.05, max_file_bytes=64 * 1024) as emu:
-        file_id, upload_id = new_file(emu), new_upload(emu)
+    """A fresh emulator with one real file and one pending upload, so fuzzed requests also reach objects; no
+    rate limits (examples create files as fast as they run)."""
+    with Emulator(
+        api_key=API_KEY, processing_seconds=0.05, max_file_bytes=64 * 1024, throttle=Throttle.off()
+    ) as emu:
+        file_id, upload_id = new_file(emu), new_upload(emu, 64, headers={"api-key": API_KEY})
         emu.put_blob("blob.jsonl", jsonl([CHAT_LINE]))
         token = requests.get(
             emu.identity_endpoint,
@@ -125,10 +121,11 @@ def requests_lines(draw, ids: dict[str, str]) -> tuple[str, str]:
 queries = st.one_of(
     st.just(V),
     st.just("api-version=v1"),
+    st.just(PROJECT_OPENAI_V),
     st.just(""),
     st.lists(
         st.tuples(
-            st.sampled_from(["api-version", "after", "limit", "purpose", "resource", "sig", "x"]),
+            st.sampled_from(["api-version", "after", "limit", "order", "purpose", "resource", "sig", "x"]),
             st.text(max_size=16),
         ),
         max_size=4,
@@ -168,6 +165,9 @@ KNOWN_KEYS = [
     "latency_seconds",
     "statuses",
     "status_details",
+    "creates",
+    "parts",
+    "reads",
 ]
 json_documents = st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=8), json_values, max_size=8)
 
@@ -267,6 +267,7 @@ def record_operation(emu: Emulator) -> str | None:
 
 def check(emu: Emulator, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> None:
     emu.faults.clear()  # a previous example may have scripted a fault, a delay or a slow link
+    emu.throttler.reset()  # or set a rate limit
     url = f"{emu.url}{path}" + (f"?{query}" if query else "")
     answer = send_raw(method, url, headers, body)
     event(f"{answer.status_code} {record_operation(emu)}")
@@ -317,9 +318,12 @@ def test_authenticated_writes_with_random_bodies_never_get_a_5xx(fuzz_target, da
     if "{file_id}" in template:  # an earlier example may have deleted the shared one
         fresh["file_id"] = new_file(emu)
     if "{upload_id}" in template:
-        fresh["upload_id"] = new_upload(emu)
+        fresh["upload_id"] = new_upload(emu, 64, headers={"api-key": API_KEY})
     path = template.format(**{k: quote(v, safe="") for k, v in fresh.items()})
-    query = "api-version=v1" if path.startswith("/api/") else V
+    if template.startswith("/api/projects/{project}/openai/"):
+        query = PROJECT_OPENAI_V
+    else:
+        query = "api-version=v1" if path.startswith("/api/") else V
     content_type, body = data.draw(bodies(), label="body")
     headers = {"Authorization": f"Bearer {token}"} if path.startswith("/api/") else {"api-key": API_KEY}
     if content_type is not None:

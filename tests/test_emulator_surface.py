@@ -18,9 +18,8 @@ import requests
 
 from airflow_provider_aoai.emulator import Emulator
 from tests.conftest import API_KEY, CHAT_LINE, jsonl
+from tests.emulator_api import KEY, V, add_part, complete, new_upload
 
-V = {"api-version": "2024-10-21"}
-KEY = {"api-key": API_KEY}
 CANARY = "canary-secret-4b1d7e0c"
 
 
@@ -31,38 +30,6 @@ def wait_for_status(emu: Emulator, file_id: str, *, timeout: float = 10.0) -> di
         if file["status"] in ("processed", "error") or time.monotonic() > deadline:
             return file
         time.sleep(0.05)
-
-
-def new_upload(emu: Emulator, size: int, filename: str = "u.jsonl") -> str:
-    answer = requests.post(
-        f"{emu.url}/openai/uploads",
-        params=V,
-        headers=KEY,
-        json={"purpose": "fine-tune", "filename": filename, "bytes": size, "mime_type": "text/jsonl"},
-        timeout=10,
-    )
-    assert answer.status_code == 200, answer.text
-    return answer.json()["id"]
-
-
-def add_part(emu: Emulator, upload_id: str, data: bytes) -> requests.Response:
-    return requests.post(
-        f"{emu.url}/openai/uploads/{upload_id}/parts",
-        params=V,
-        headers=KEY,
-        files={"data": ("blob", data)},
-        timeout=10,
-    )
-
-
-def complete(emu: Emulator, upload_id: str, part_ids: list[str]) -> requests.Response:
-    return requests.post(
-        f"{emu.url}/openai/uploads/{upload_id}/complete",
-        params=V,
-        headers=KEY,
-        json={"part_ids": part_ids},
-        timeout=10,
-    )
 
 
 def file_count(emu: Emulator) -> int:

@@ -491,3 +491,15 @@ def test_airflow_registers_the_connection_type_and_its_form():
         if "__aoai__" in widget.field_name
     )
     assert manager.field_behaviours["aoai"]["relabeling"]["host"] == "Endpoint"
+
+
+def test_a_quiet_cancel_of_a_bad_id_logs_it_escaped_and_sends_nothing(hook, emulator, capsys, caplog):
+    caplog.set_level("WARNING")
+    forged = "up-1\nINFO - a forged log line\x00"
+    before = len(emulator.faults.requests)
+    assert hook.cancel_upload_quietly(forged) is False
+    assert len(emulator.faults.requests) == before
+    captured = capsys.readouterr()  # Airflow 3 logs to stdout through structlog, Airflow 2 through logging
+    text = captured.out + captured.err + caplog.text
+    assert "Could not cancel upload" in text and "forged log line" in text
+    assert "\nINFO - a forged" not in text and "\x00" not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -67,6 +68,25 @@ def test_a_file_already_gone_is_a_logged_success(emulator, monkeypatch, chat_fil
     captured = capsys.readouterr()  # Airflow 3 logs to stdout through structlog, Airflow 2 through logging
     assert f"File {file['id']} does not exist; nothing to delete" in captured.out + captured.err + caplog.text
     assert operator.get_openlineage_facets_on_complete(None).outputs == []  # nothing was dropped by this run
+
+
+def test_a_file_id_deleted_twice_is_missing_though_the_service_answers_200(emulator, aoai_conn, chat_file):
+    """Recorded live: a ``file-`` id deleted a second time answers 200 ``"deleted": false``, not 404."""
+    file = hook_for().upload_file(source=str(chat_file), purpose="fine-tune")
+    assert file["id"].startswith("file-")
+    assert hook_for().delete_file(file_id=file["id"])["deleted"] is True
+    assert hook_for().delete_file(file_id=file["id"]) == {
+        "object": "file",
+        "deleted": False,
+        "id": file["id"],
+    }
+    assert hook_for().ensure_file_deleted(file_id=file["id"])["deleted"] is False
+    with pytest.raises(AzureOpenAINotFoundError, match="already deleted"):
+        hook_for().ensure_file_deleted(file_id=file["id"], fail_if_missing=True)
+    operator = AzureOpenAIDeleteFileOperator(task_id="delete", file_id=file["id"], fail_if_missing=True)
+    with pytest.raises(AzureOpenAINotFoundError):
+        operator.execute({})
+    assert operator.get_openlineage_facets_on_complete(None).outputs == []
 
 
 def test_fail_if_missing_fails(emulator, aoai_conn):
@@ -184,6 +204,28 @@ def test_prune_is_safe_to_retry_and_skips_files_deleted_meanwhile(store, files):
     again = hook_for().prune_files(purpose="fine-tune", older_than=timedelta(days=30))
     assert again == [files["other-name"]]
     assert hook_for().prune_files(purpose="fine-tune", older_than=timedelta(days=30)) == []
+
+
+def test_prune_does_not_count_a_delete_that_deleted_nothing(store, files):
+    """A file deleted by someone else between prune's list and its delete: the service answers 200
+    ``"deleted": false`` (a ``file-`` id, recorded live); prune must not report it as deleted by this run."""
+    victim = files["60d"]
+    store.faults.inject("files.delete", delay_seconds=5, path_contains=victim)
+    outcome: dict = {}
+    pruning = threading.Thread(
+        target=lambda: outcome.update(
+            ids=hook_for().prune_files(purpose="fine-tune", older_than=timedelta(days=30))
+        )
+    )
+    pruning.start()
+    deadline = time.monotonic() + 30
+    while not any(r.operation == "files.delete" and victim in r.path for r in store.faults.requests):
+        assert time.monotonic() < deadline, "prune never asked to delete the oldest file"
+        time.sleep(0.02)
+    store.store.delete_file(victim)  # someone else deletes it while prune's request is under way
+    pruning.join(timeout=60)
+    assert outcome["ids"] == [files["other-name"], files["50d"], files["40d"]]
+    assert victim not in remaining(store)
 
 
 def test_now_sets_where_ages_are_measured_from(store, files):

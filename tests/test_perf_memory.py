@@ -4,8 +4,6 @@ that this process's traced memory is the client's alone."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tracemalloc
 
 import pytest
@@ -13,36 +11,16 @@ import pytest
 from airflow_provider_aoai.hooks import AzureOpenAIHook
 from airflow_provider_aoai.models import GiB, MiB
 from tests.conftest import API_KEY, set_connection
+from tests.emulator_api import emulator_process
 
 LOCAL_FILE_BOUND = 64 * MiB
 
 
 @pytest.fixture
-def emulator_process(tmp_path):
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_aoai.emulator",
-            "--api-key",
-            API_KEY,
-            "--data-dir",
-            str(
-                tmp_path / "emulator"
-            ),  # the emulator stores runs of zeros as holes: a sparse upload takes no disk
-            "--processing-seconds",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        yield process.stdout.readline().strip().rsplit(" ", 1)[1]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        process.stdout.close()
+def emulator_url(tmp_path):
+    # the emulator stores runs of zeros as holes: a sparse upload takes no disk
+    with emulator_process("--processing-seconds", "0", data_dir=tmp_path / "emulator") as (_, url):
+        yield url
 
 
 def traced_peak(upload) -> tuple[dict, int]:
@@ -55,12 +33,12 @@ def traced_peak(upload) -> tuple[dict, int]:
     return result, peak
 
 
-def test_a_9_gib_sparse_local_file_uploads_in_flat_memory(emulator_process, monkeypatch, tmp_path):
+def test_a_9_gib_sparse_local_file_uploads_in_flat_memory(emulator_url, monkeypatch, tmp_path):
     """512 MiB parts, 8 in flight: buffering parts would hold 4 GiB; streaming them holds a few MiB."""
     source = tmp_path / "sparse.bin"
     with source.open("wb") as out:
         out.truncate(9 * GiB)
-    set_connection(monkeypatch, "aoai_big", host=emulator_process, password=API_KEY)
+    set_connection(monkeypatch, "aoai_big", host=emulator_url, password=API_KEY)
     hook = AzureOpenAIHook(aoai_conn_id="aoai_big")
     hook.client  # noqa: B018 - built before measuring, as a worker's baseline includes it
 
@@ -77,14 +55,14 @@ def test_a_9_gib_sparse_local_file_uploads_in_flat_memory(emulator_process, monk
     assert peak <= LOCAL_FILE_BOUND, f"peak traced memory {peak / MiB:.0f} MiB"
 
 
-def test_remote_sources_hold_at_most_concurrency_parts(emulator_process, monkeypatch):
+def test_remote_sources_hold_at_most_concurrency_parts(emulator_url, monkeypatch):
     """Sources that cannot be read at an offset in parallel (here fsspec's memory://) buffer whole parts."""
     fsspec = pytest.importorskip("fsspec")
     part_size, concurrency, size = 8 * MiB, 2, 48 * MiB
     with fsspec.open("memory://perf/remote.bin", "wb") as out:
         for _ in range(size // MiB):
             out.write(b"r" * MiB)
-    set_connection(monkeypatch, "aoai_big", host=emulator_process, password=API_KEY)
+    set_connection(monkeypatch, "aoai_big", host=emulator_url, password=API_KEY)
     hook = AzureOpenAIHook(aoai_conn_id="aoai_big")
     hook.client  # noqa: B018
 

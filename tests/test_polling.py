@@ -10,7 +10,7 @@ import time
 import pytest
 
 from airflow_provider_aoai import polling
-from airflow_provider_aoai.emulator import Emulator
+from airflow_provider_aoai.emulator import Emulator, Throttle
 from airflow_provider_aoai.hooks import AzureOpenAIHook
 from airflow_provider_aoai.shared_clients import shared_clients
 from airflow_provider_aoai.triggers import AzureOpenAIFileStatusTrigger
@@ -23,7 +23,8 @@ MANY = polling.LIST_MIN_FILES + 10
 def own_emulator(monkeypatch, tmp_path):
     """An emulator of this test's own, so that its list holds this test's files only."""
     shared_clients.clear()
-    with Emulator(api_key=API_KEY, processing_seconds=0.3) as emulator:
+    # Not throttled: the tests create 60 files at once, and measure polls, not the rate limit.
+    with Emulator(api_key=API_KEY, processing_seconds=0.3, throttle=Throttle.off()) as emulator:
         set_connection(
             monkeypatch,
             "aoai_polling",

@@ -88,36 +88,54 @@ def test_foundry_ids_are_refused_before_any_request(emulator, monkeypatch, bad):
     assert requests_served(emulator) == before
 
 
-@pytest.mark.parametrize("suffix", ["#x", "?x=1", "/content", "%2Fcontent", "/../", "#"], ids=repr)
-def test_an_id_addresses_only_its_own_object(suffix):
-    """Whatever an id holds, the request goes to files/<that id, as one encoded segment>, nothing else."""
+@pytest.mark.parametrize(
+    "suffix", ["#x", "?x=1", "/content", "%2Fcontent", "/../", "#", "\\x", " x", "%"], ids=repr
+)
+def test_an_id_the_service_never_mints_is_refused_before_any_request(suffix):
+    """An id with '/', '?', '#', '%', '\\' or whitespace could address another object through a gateway that
+    decodes the path before it routes (API Management in front of the service): it never leaves us."""
     with MisbehavingService() as service:
         service.answer = Answer(404, b'{"error": {"code": "notFound", "message": "no"}}')
         hook = _hook_for(service.url)
-        for call in (
-            lambda: hook.get_file(file_id=f"file-1{suffix}"),
-            lambda: hook.delete_file(file_id=f"file-1{suffix}"),
-            lambda: hook.cancel_upload(upload_id=f"up-1{suffix}"),
-            lambda: hook.complete_upload(upload_id=f"up-1{suffix}", part_ids=["p1"]),
+        for call, argument in (
+            (lambda: hook.get_file(file_id=f"file-1{suffix}"), "file_id"),
+            (lambda: hook.delete_file(file_id=f"file-1{suffix}"), "file_id"),
+            (lambda: hook.cancel_upload(upload_id=f"up-1{suffix}"), "upload_id"),
+            (lambda: hook.complete_upload(upload_id=f"up-1{suffix}", part_ids=["p1"]), "upload_id"),
+            (lambda: hook.complete_upload(upload_id="up-1", part_ids=[f"p1{suffix}"]), "part_ids[0]"),
         ):
-            with pytest.raises(AzureOpenAINotFoundError):
+            with pytest.raises(AzureOpenAIInvalidArgumentError) as caught:
                 call()
+            assert caught.value.argument == argument
+        assert service.seen == []
+
+
+def test_the_ids_the_service_mints_pass_as_one_segment():
+    """Letters, digits, '-', '_', '.' and ':' (file-<hex>, file-<uuid>, assistant-upload_<base62>)."""
+    with MisbehavingService() as service:
+        service.answer = Answer(404, b'{"error": {"code": "notFound", "message": "no"}}')
+        hook = _hook_for(service.url)
+        ids = [
+            "file-0a1b",
+            "file-1f2e3d4c-aaaa-bbbb-cccc-0123456789ab",
+            "assistant-upload_TB1H98kPsm",
+            "a.b:c",
+        ]
+        for file_id in ids:
+            with pytest.raises(AzureOpenAINotFoundError):
+                hook.get_file(file_id=file_id)
     from urllib.parse import quote
 
     paths = [seen.raw_path.split("?")[0] for seen in service.seen]
-    assert paths == [
-        f"/openai/files/{quote(f'file-1{suffix}', safe='')}",
-        f"/openai/files/{quote(f'file-1{suffix}', safe='')}",
-        f"/openai/uploads/{quote(f'up-1{suffix}', safe='')}/cancel",
-        f"/openai/uploads/{quote(f'up-1{suffix}', safe='')}/complete",
-    ]
-    assert all("#" not in path and "?" not in path for path in paths)
+    assert paths == [f"/openai/files/{quote(i, safe='')}" for i in ids]
 
 
 def test_a_fragment_never_deletes_another_file(hook, emulator, chat_file):
     file = hook.upload_file(source=chat_file, purpose="fine-tune")
-    with pytest.raises(AzureOpenAINotFoundError):
+    before = requests_served(emulator)
+    with pytest.raises(AzureOpenAIInvalidArgumentError, match="file_id"):
         hook.delete_file(file_id=f"{file['id']}#x")
+    assert requests_served(emulator) == before
     assert hook.get_file(file_id=file["id"])["id"] == file["id"]
 
 
@@ -125,10 +143,11 @@ def test_an_encoded_slash_never_reaches_another_operation(hook, emulator, tmp_pa
     upload = hook.create_upload(
         filename="u.jsonl", purpose="fine-tune", total_bytes=10, mime_type="text/jsonl"
     )
-    with pytest.raises(AzureOpenAINotFoundError):
-        hook.complete_upload(upload_id=f"{upload['id']}%2Fcancel#", part_ids=["p"])
-    with pytest.raises(AzureOpenAIError):
-        hook.complete_upload(upload_id=f"{upload['id']}/cancel", part_ids=["p"])
+    before = requests_served(emulator)
+    for upload_id in (f"{upload['id']}%2Fcancel#", f"{upload['id']}/cancel"):
+        with pytest.raises(AzureOpenAIInvalidArgumentError, match="upload_id"):
+            hook.complete_upload(upload_id=upload_id, part_ids=["p"])
+    assert requests_served(emulator) == before
     assert emulator.store.get_upload(upload["id"])["status"] == "pending"
 
 
@@ -170,27 +189,31 @@ def _hook_for(url: str, conn_id: str = "aoai_misbehaving", **extra) -> AzureOpen
     return AzureOpenAIHook(aoai_conn_id=conn_id)
 
 
-def test_one_control_character_rule_for_ids_in_and_out():
-    """Arguments (check_id) and the service's answers (is_usable_id) refuse the same characters: Unicode's
-    Cc and Cs categories and the line/paragraph separators, every code point checked."""
-    import unicodedata
+def test_one_id_rule_in_and_out():
+    """Arguments (check_id) and the service's answers (is_usable_id) take the same characters, every code
+    point checked: letters, digits, '-', '_', '.' and ':' of ASCII, nothing else."""
+    import string
 
     from airflow_provider_aoai.models import is_usable_id
     from airflow_provider_aoai.validation import check_id
 
+    allowed = set(string.ascii_letters + string.digits + "-_.:")
     for point in range(0x110000):
         ch = chr(point)
-        control = unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029"
-        assert is_usable_id(f"file-{ch}") is not control, hex(point)
-    for ch in ("\x00", "\x1f", "\x7f", "\x85", "\x9f", "\ud800", "\u2028", "\u2029"):
-        with pytest.raises(AzureOpenAIInvalidArgumentError, match="control characters"):
+        assert is_usable_id(f"file-{ch}") is (ch in allowed), hex(point)
+    for ch in ("\x00", "\x1f", "\x7f", "\x85", "\ud800", "\u2028", "\u00a0", "/", "%", "~", "é"):
+        with pytest.raises(AzureOpenAIInvalidArgumentError, match="no id of the service has"):
             check_id(f"file-{ch}", "file_id")
-    assert check_id("file-\u00a0x", "file_id") == "file-\u00a0x"
+    assert check_id("file-A.b_c:d-0", "file_id") == "file-A.b_c:d-0"
     longest = "f" * 256
     assert is_usable_id(longest) and check_id(longest, "file_id") == longest
     assert not is_usable_id(longest + "f")  # an answer's id we could not send back
     with pytest.raises(AzureOpenAIInvalidArgumentError, match="longer than"):
         check_id(longest + "f", "file_id")
+    for dots in (".", ".."):
+        assert not is_usable_id(dots)
+        with pytest.raises(AzureOpenAIInvalidArgumentError, match="not an id"):
+            check_id(dots, "file_id")
 
 
 # ------------------------------------------------------------------------------------------ 2. bytes
@@ -509,7 +532,7 @@ def test_the_trigger_refuses_negative_intervals_and_floors_small_ones():
         (lambda h, p: h.wait_for_file(file_id="f", timeout=math.nan), "timeout"),
         (lambda h, p: h.wait_for_file(file_id="f", poll_interval=0), "poll_interval"),
         (lambda h, p: h.list_files(purpose="FINE-TUNE"), "purpose"),
-        (lambda h, p: h.add_upload_part(upload_id="u", data=b"x" * (512 * 1024 * 1024 + 1)), "size"),
+        (lambda h, p: h.add_upload_part(upload_id="u", data=b"x" * (512 * 1024 * 1024 + 1)), "data"),
         (
             lambda h, p: h.import_file(content_url="https://a/b\nc", filename="f", purpose="fine-tune"),
             "content_url",

@@ -28,13 +28,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from airflow_provider_aoai.emulator.faults import FaultPlan
+from airflow_provider_aoai.emulator.throttle import Throttle, Throttler
 
 if TYPE_CHECKING:
     from typing import Self
 
+    from airflow_provider_aoai.emulator.quotas import Quotas
     from airflow_provider_aoai.emulator.store import Store
 
-__all__ = ["EXTRA_HINT", "Emulator", "require_emulator_extra"]
+__all__ = ["EXTRA_HINT", "Emulator", "Throttle", "require_emulator_extra"]
 
 
 # The emulator's stack; Airflow 3 ships all three, Airflow 2.11 needs the extra.
@@ -71,7 +73,7 @@ def _download(
     """
     import requests
 
-    from airflow_provider_aoai.emulator.store import DownloadError
+    from airflow_provider_aoai.emulator.errors import DownloadError
 
     try:
         with requests.get(url, stream=True, timeout=(10, 60), headers=headers, verify=verify) as response:
@@ -141,8 +143,13 @@ class Emulator:
         removed on stop.
     :param processing_seconds: how long a new file takes from ``pending`` through ``running`` to its final
         status.
-    :param upload_expiry_seconds: lifetime of an Upload (the service's is two hours).
+    :param upload_expiry_seconds: lifetime of an Upload (the service's is one hour).
     :param max_file_bytes: / max_upload_bytes / max_part_bytes: size limits (the service's by default).
+    :param quotas: per-resource file quotas (:class:`~airflow_provider_aoai.emulator.quotas.Quotas`; the
+        service's by default).
+    :param throttle: per-resource request rates (:class:`~airflow_provider_aoai.emulator.throttle.Throttle`;
+        the service's by default: 30 creates and 30 parts a second, reads unlimited; ``Throttle.off()`` for
+        none). ``emu.throttler`` changes them at run time and counts what was allowed and throttled.
     :param token_lifetime_seconds: lifetime of the Entra ID tokens the emulator issues.
     :param tls: serve https with a self-signed certificate (``ca_cert_path``), as azure-identity's
         client-secret and workload-identity flows need an https authority. The emulator then also acts as
@@ -162,10 +169,13 @@ class Emulator:
         max_file_bytes: int | None = None,
         max_upload_bytes: int | None = None,
         max_part_bytes: int | None = None,
+        quotas: Quotas | None = None,
+        throttle: Throttle | None = None,
         token_lifetime_seconds: int = 3600,
         tls: bool = False,
         log_level: str = "warning",
     ) -> None:
+        from airflow_provider_aoai.emulator.quotas import Quotas
         from airflow_provider_aoai.emulator.store import Limits
 
         self.host = host
@@ -174,7 +184,7 @@ class Emulator:
         self.log_level = log_level
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir is not None else None
-        self.limits = Limits(processing_seconds=processing_seconds)
+        self.limits = Limits(processing_seconds=processing_seconds, quotas=quotas or Quotas())
         if upload_expiry_seconds is not None:
             self.limits.upload_expiry_seconds = upload_expiry_seconds
         for name, value in (
@@ -189,6 +199,7 @@ class Emulator:
         self.ca_cert_path: Path | None = None
         self._key_path: Path | None = None
         self.faults = FaultPlan()
+        self.throttler = Throttler(throttle)
         self.store: Store | None = None
         self.identity: Any = None
         self._server: Any = None
@@ -225,6 +236,7 @@ class Emulator:
             faults=self.faults,
             blob_dir=blob_dir,
             internal_token=self._internal_token,
+            throttler=self.throttler,
         )
 
     def _download(self, url: str, target: Path, max_bytes: int) -> int:
@@ -320,7 +332,7 @@ class Emulator:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def project_url(self, project: str = "demo") -> str:
-        """A Foundry project endpoint served by this emulator."""
+        """A Foundry project endpoint served by this emulator; its OpenAI route is this URL + ``/openai``."""
         return f"{self.url}/api/projects/{project}"
 
     @property

@@ -11,6 +11,8 @@ import argparse
 import sys
 
 from airflow_provider_aoai.emulator import Emulator, require_emulator_extra
+from airflow_provider_aoai.emulator.quotas import Quotas
+from airflow_provider_aoai.emulator.throttle import Throttle, check_rate
 
 EXIT_MISSING_EXTRA = 2
 
@@ -28,13 +30,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--processing-seconds", type=float, default=1.0, help="time a file takes to reach its final status"
     )
-    parser.add_argument("--upload-expiry-seconds", type=float, default=None, help="Upload lifetime (2 h)")
+    parser.add_argument("--upload-expiry-seconds", type=float, default=None, help="Upload lifetime (1 h)")
     parser.add_argument("--max-file-bytes", type=int, default=None, help="POST /files limit (512 MiB)")
     parser.add_argument("--max-upload-bytes", type=int, default=None, help="Upload limit (9 GiB)")
     parser.add_argument("--max-part-bytes", type=int, default=None, help="part limit (512 MiB)")
+    defaults = Quotas()
+    for name, what in (
+        ("fine_tune_files", "fine-tune files per resource"),
+        ("fine_tune_bytes", "bytes of fine-tune files per resource"),
+        ("batch_files", "batch input files without an expiration"),
+        ("batch_files_expiring", "batch input files with an expiration"),
+    ):
+        flag = "--max-" + name.replace("_", "-")
+        parser.add_argument(
+            flag, type=int, default=getattr(defaults, name), help=f"quota: {what} (%(default)s)"
+        )
+    rates = Throttle()
+    for name, what in (
+        ("creates", "creates (file uploads, imports, uploads, completes); the documented 30/s"),
+        ("parts", "upload parts; the documented 30/s of file upload requests"),
+        ("reads", "every other operation; no documented figure, so no limit"),
+    ):
+        parser.add_argument(
+            f"--max-{name}-per-second",
+            type=_rate,
+            default=getattr(rates, name),
+            metavar="RATE",
+            help=f"rate limit per resource: {what}; 0 = no limit (%(default)s)",
+        )
     parser.add_argument("--tls", action="store_true", help="serve https with a self-signed certificate")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level (default: warning)")
     return parser.parse_args(argv)
+
+
+def _rate(text: str) -> float:
+    try:
+        return check_rate("a rate", float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         max_file_bytes=args.max_file_bytes,
         max_upload_bytes=args.max_upload_bytes,
         max_part_bytes=args.max_part_bytes,
+        quotas=Quotas(
+            fine_tune_files=args.max_fine_tune_files,
+            fine_tune_bytes=args.max_fine_tune_bytes,
+            batch_files=args.max_batch_files,
+            batch_files_expiring=args.max_batch_files_expiring,
+        ),
+        throttle=Throttle(
+            creates=args.max_creates_per_second,
+            parts=args.max_parts_per_second,
+            reads=args.max_reads_per_second,
+        ),
         tls=args.tls,
         log_level=args.log_level,
     )

@@ -1,16 +1,23 @@
-"""The emulator's HTTP application: three surfaces of the Files service over one :class:`Store`.
+"""The emulator's HTTP application: four surfaces of the Files service over one :class:`Store`.
 
-Routes, status codes, bodies and headers follow ``shared/reference/specs``:
+Routes, status codes, bodies and headers follow the specs (``tests/specs``) and, where they differ, the
+recordings of the live service (``tests/specs/recordings``; the table in ``docs/emulator.md`` says which
+behaviour follows which):
 
 * data plane ``/openai/...?api-version=2024-10-21`` (azureopenai.json 2024-10-21): ErrorResponse bodies,
-  201 + ``Location`` for file creation, 200 for uploads;
+  201 + ``Location`` for fine-tune and batch files, 200 for the assistants backend's files and for uploads;
 * v1 ``/openai/v1/...`` (azure-v1-v1-generated.json): AzureErrorResponse bodies, 200 for creation, list with
   ``first_id``/``last_id``/``has_more``; api-key, ``Authorization: Bearer <api key>`` or an Entra ID token;
 * Foundry project ``/api/projects/{project}/files?api-version=v1`` (azure-ai-agents.json): AgentV1Error
-  bodies, 200 FileInfo, Entra ID tokens only (the spec's only security scheme is OAuth2).
+  bodies, 200 FileInfo, Entra ID tokens only (the spec's only security scheme is OAuth2);
+* a Foundry project's OpenAI route ``/api/projects/{project}/openai/files?api-version=2025-11-15-preview``
+  (recorded; no spec): OpenAI's files API with OpenAI error bodies, paged lists, gzip-compressed JSON
+  reads, Entra ID tokens only; no uploads and no import.
 
 This module holds the route table and the outermost ASGI layer, which applies scripted faults, the simulated
-WAN link, request ids and the request log. The handlers live in :mod:`.files` (files and uploads),
+WAN link, request ids (``apim-request-id`` on every answer, ``x-request-id`` on the assistants backend's,
+see :mod:`.backends`) and the request log; the resource's rate limits (:mod:`.throttle`) are judged here,
+called by the router once a request is authenticated. The handlers live in :mod:`.files` (files and uploads),
 :mod:`.control` (``/_emulator/*``) and :mod:`.identity` (token issuers); request bodies are read by
 :mod:`.bodies`, and :mod:`.routing` checks api-version and auth before any handler runs.
 """
@@ -23,17 +30,25 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from airflow_provider_aoai.emulator import backends
+from airflow_provider_aoai.emulator.bodies import drain
 from airflow_provider_aoai.emulator.control import ControlEndpoints
-from airflow_provider_aoai.emulator.errors import error_response
+from airflow_provider_aoai.emulator.errors import StoreError, error_response
 from airflow_provider_aoai.emulator.faults import Fault, FaultPlan, RequestRecord
 from airflow_provider_aoai.emulator.files import FilesEndpoints
 from airflow_provider_aoai.emulator.identity import Identity, IdentityEndpoints
-from airflow_provider_aoai.emulator.routing import Access, Authenticator, Resolved, Router
-from airflow_provider_aoai.emulator.store import Store, StoreError
+from airflow_provider_aoai.emulator.routing import Access, Authenticator, Resolved, Route, Router
+from airflow_provider_aoai.emulator.throttle import THROTTLED_MARK, Throttler, throttled_response
 from airflow_provider_aoai.models import Surface
 from airflow_provider_aoai.redaction import redact_encoded, register_secret
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from airflow_provider_aoai.emulator.store import Store
 
 __all__ = ["EmulatorApp", "Identity"]
 
@@ -50,10 +65,11 @@ FAULT_CODES = {
 
 
 class EmulatorApp:
-    """The ASGI app: holds the store, auth settings, identity service and fault plan.
+    """The ASGI app: holds the store, auth settings, identity service, fault plan and rate limits.
 
     :param internal_token: the value of the header the emulator's own import downloader sends to its blob
         container (a fresh random one if not given).
+    :param throttler: the resource's rate limits (``None``: the service's defaults).
     """
 
     def __init__(
@@ -65,6 +81,7 @@ class EmulatorApp:
         faults: FaultPlan,
         blob_dir: Path,
         internal_token: str | None = None,
+        throttler: Throttler | None = None,
     ) -> None:
         self.store = store
         self.api_key = api_key
@@ -72,6 +89,7 @@ class EmulatorApp:
         self.faults = faults
         self.blob_dir = blob_dir
         self.internal_token = internal_token or secrets.token_urlsafe(32)
+        self.throttler = throttler if throttler is not None else Throttler()
         # Our own secrets never appear in a message we build, whatever the request echoes.
         for secret in (
             api_key,
@@ -82,14 +100,16 @@ class EmulatorApp:
         ):
             register_secret(secret)
         self.files = FilesEndpoints(store)
-        self.control = ControlEndpoints(store, faults, blob_dir)
+        self.control = ControlEndpoints(store, faults, blob_dir, self.throttler)
         self.identity_endpoints = IdentityEndpoints(identity)
-        self.router = self._routes(Router(Authenticator(api_key, identity, self.internal_token)))
+        self.router = self._routes(
+            Router(Authenticator(api_key, identity, self.internal_token), admit=self._admit)
+        )
 
     # ---------------------------------------------------------------- routing table
     def _routes(self, router: Router) -> Router:
         files = self.files
-        for surface in (Surface.V1, Surface.DATA_PLANE, Surface.FOUNDRY):
+        for surface in (Surface.V1, Surface.DATA_PLANE, Surface.FOUNDRY, Surface.FOUNDRY_OPENAI):
             router.operation(surface, "POST", "/files", "files.create", files.create_file)
             router.operation(surface, "GET", "/files", "files.list", files.list_files)
             if surface is Surface.DATA_PLANE:
@@ -121,12 +141,25 @@ class EmulatorApp:
         router.endpoint("/{tenant}/oauth2/v2.0/token", ["POST"], identity.entra_token, Access.OPEN)
         router.endpoint("/_emulator/faults", ["GET", "POST", "DELETE"], control.control_faults, Access.KEY)
         router.endpoint("/_emulator/link", ["POST"], control.control_link, Access.KEY)
+        router.endpoint("/_emulator/throttle", ["GET", "POST"], control.control_throttle, Access.KEY)
         router.endpoint("/_emulator/files/{file_id}/statuses", ["POST"], control.control_statuses, Access.KEY)
         router.endpoint("/_emulator/uploads", ["GET"], control.list_uploads, Access.KEY)
         router.endpoint("/_emulator/blobs/{name}", ["GET"], control.get_blob, Access.KEY_OR_INTERNAL)
         router.endpoint("/_emulator/blobs/{name}", ["PUT"], control.put_blob, Access.KEY)
         router.endpoint("/_emulator/health", ["GET"], control.health, Access.OPEN)
         return router
+
+    async def _admit(self, request: Request, route: Route) -> Response | None:
+        """The rate limits: ``None`` lets the request through; a throttled one is answered 429 and has no
+        effect (its body is read and dropped, so that the client reads the answer rather than a reset)."""
+        operation, surface = route.operation, route.surface
+        if operation is None or surface is None:
+            return None
+        wait = self.throttler.admit(operation)
+        if wait is None:
+            return None
+        await drain(request)
+        return throttled_response(surface, operation, request.query_params.get("api-version"), wait)
 
     # ---------------------------------------------------------------- the outermost ASGI layer
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
@@ -157,13 +190,18 @@ class EmulatorApp:
         if link.latency_seconds:
             await asyncio.sleep(link.latency_seconds)
         fault = self.faults.take(resolved.operation, resolved.raw_path)
-        request_id = str(uuid.uuid4())
 
         async def send_with_ids(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 entry.status = message["status"]
-                headers = list(message.get("headers", []))
-                headers += [(b"apim-request-id", request_id.encode()), (b"x-request-id", request_id.encode())]
+                mark, throttled = backends.ASSISTANTS_MARK.encode(), THROTTLED_MARK.encode()
+                original = list(message.get("headers", []))
+                headers = [(name, value) for name, value in original if name not in (mark, throttled)]
+                marked = any(name == mark for name, _ in original)
+                entry.throttled = any(name == throttled for name, _ in original)
+                headers.append((b"apim-request-id", str(uuid.uuid4()).encode()))
+                if backends.answers_with_x_request_id(resolved.operation, resolved.params, marked):
+                    headers.append((b"x-request-id", _x_request_id(resolved.surface).encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -226,6 +264,12 @@ class EmulatorApp:
         if fault.retry_after_ms is not None:
             response.headers["retry-after-ms"] = str(fault.retry_after_ms)
         await response(scope, receive, send)
+
+
+def _x_request_id(surface: Surface) -> str:
+    """A UUID, as the data plane sends it; 32 hex digits on a project's OpenAI route (recorded)."""
+    request_id = uuid.uuid4()
+    return request_id.hex if surface is Surface.FOUNDRY_OPENAI else str(request_id)
 
 
 def _throttled(receive: Callable, bandwidth: float | None) -> Callable[[], Awaitable[dict[str, Any]]]:

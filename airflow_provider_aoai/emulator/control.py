@@ -1,5 +1,6 @@
 """The emulator's own ``/_emulator/*`` endpoints: scripted faults and the request log, the simulated link,
-forced file statuses, the uploads it holds, a tiny blob container to import from, and a health check.
+the rate limits and their counts, forced file statuses, the uploads it holds, a tiny blob container to import
+from, and a health check.
 
 They are not part of the service. When the emulator has an api key they need it (the router checks it, see
 :class:`~airflow_provider_aoai.emulator.routing.Access`), except the health check. Their errors use the data
@@ -16,14 +17,15 @@ from typing import TYPE_CHECKING
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from airflow_provider_aoai.emulator.bodies import drain, read_json
-from airflow_provider_aoai.emulator.errors import bad
-from airflow_provider_aoai.emulator.store import Store, StoreError
+from airflow_provider_aoai.emulator.errors import StoreError, bad
 from airflow_provider_aoai.models import CONTROL_CHARACTERS
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
     from airflow_provider_aoai.emulator.faults import FaultPlan
+    from airflow_provider_aoai.emulator.store import Store
+    from airflow_provider_aoai.emulator.throttle import Throttler
 
 MAX_BLOB_NAME_BYTES = 255  # one file name on the disk under the container
 
@@ -50,15 +52,18 @@ def blob_name_problem(name: object) -> str | None:
 class ControlEndpoints:
     """Handlers of ``/_emulator/*`` (the managed-identity endpoint lives in :mod:`.identity`)."""
 
-    def __init__(self, store: Store, faults: FaultPlan, blob_dir: Path) -> None:
+    def __init__(self, store: Store, faults: FaultPlan, blob_dir: Path, throttler: Throttler) -> None:
         self.store = store
         self.faults = faults
         self.blob_dir = blob_dir
+        self.throttler = throttler
 
     async def control_faults(self, request: Request) -> Response:
-        """GET: the plan and the request log; POST: script a fault (JSON of :class:`Fault`); DELETE: reset."""
+        """GET: the plan and the request log; POST: script a fault (JSON of :class:`Fault`); DELETE: reset
+        (faults, link, request log, and the rate limits: back to the configured rates, counts cleared)."""
         if request.method == "DELETE":
             self.faults.clear()
+            self.throttler.reset()
         elif request.method == "POST":
             document = await read_json(request, any_content_type=True)
             try:
@@ -79,6 +84,17 @@ class ControlEndpoints:
         except ValueError as exc:
             raise bad(str(exc)) from None
         return JSONResponse(self.faults.snapshot()["link"])
+
+    async def control_throttle(self, request: Request) -> Response:
+        """GET: per class, the rate and the ``allowed``/``throttled`` counts since the last reset; POST:
+        ``{"creates": rate, "parts": rate, "reads": rate}`` (any of them; 0: no limit) changes rates."""
+        if request.method == "POST":
+            document = await read_json(request, any_content_type=True)
+            try:
+                self.throttler.set_rates(**document)
+            except ValueError as exc:
+                raise bad(f"{exc}.") from None
+        return JSONResponse(self.throttler.snapshot())
 
     async def control_statuses(self, request: Request) -> Response:
         document = await read_json(request, any_content_type=True)

@@ -115,7 +115,8 @@ class Link:
 
 @dataclass
 class RequestRecord:
-    """One request served: ``path`` is the raw path as sent (percent-encoded), ``params`` its decoded ids."""
+    """One request served: ``path`` is the raw path as sent (percent-encoded), ``params`` its decoded ids;
+    ``throttled``: answered 429 by the rate limits (see :mod:`.throttle`), not by a scripted fault."""
 
     method: str
     path: str
@@ -123,6 +124,7 @@ class RequestRecord:
     params: dict[str, str] = field(default_factory=dict)
     status: int | None = None
     fault: str | None = None
+    throttled: bool = False
 
 
 @dataclass

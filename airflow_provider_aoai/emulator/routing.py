@@ -6,17 +6,20 @@ percent-decoded ``scope["path"]``) is split on ``/`` first and each segment is p
 The same holds for upload ids, Foundry project names, blob names and tenants. A path parameter with a control
 character or bytes that are not UTF-8 is refused with a 400.
 
-Before a handler runs, :meth:`Router.handle` checks, in order: the api-version and the service's auth rules
-(service operations), or the api key (the ``/_emulator/*`` control endpoints); then the path parameters.
+Before a handler runs, :meth:`Router.handle` checks, in order: the api-version, the service's auth rules and
+the resource's rate limits (service operations; see :mod:`.throttle`), or the api key (the ``/_emulator/*``
+control endpoints); then the path parameters.
 Every :class:`StoreError` answers in the surface's own error shape, and so does any unexpected exception (a
 500 that names only the exception type).
 """
 
 from __future__ import annotations
 
+import datetime
 import enum
 import hmac
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,8 +28,7 @@ from urllib.parse import quote, unquote, unquote_to_bytes
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from airflow_provider_aoai.emulator.errors import bad, error_response
-from airflow_provider_aoai.emulator.store import StoreError
+from airflow_provider_aoai.emulator.errors import StoreError, bad, error_response
 from airflow_provider_aoai.models import CONTROL_CHARACTERS, Surface
 from airflow_provider_aoai.redaction import redact_encoded
 
@@ -46,14 +48,21 @@ UPLOADS_API_VERSIONS = frozenset(
         "2025-04-01-preview",
     }
 )
-FILES_API_VERSIONS = UPLOADS_API_VERSIONS | {"2024-06-01", "2024-07-01-preview"}
+# 2025-01-01-preview: recorded serving files (tests/specs/recordings/aoai_*_2025-01-01-preview.json); no
+# recording or spec of ours shows its uploads.
+FILES_API_VERSIONS = UPLOADS_API_VERSIONS | {"2024-06-01", "2024-07-01-preview", "2025-01-01-preview"}
 V1_API_VERSIONS = frozenset({"v1", "preview"})
 FOUNDRY_API_VERSIONS = frozenset({"v1"})
+# A project's OpenAI route: the version azure-ai-projects 2.x sends (recorded), and any later dated preview
+# (our decision: no recording shows another; a GA date or "v1" is not served).
+FOUNDRY_OPENAI_FIRST_API_VERSION = "2025-11-15-preview"
+_DATED_PREVIEW = re.compile(r"(\d{4})-(\d{2})-(\d{2})-preview")
 
 SURFACE_PREFIXES = {
     Surface.V1: "/openai/v1",
     Surface.DATA_PLANE: "/openai",
     Surface.FOUNDRY: "/api/projects/{project}",
+    Surface.FOUNDRY_OPENAI: "/api/projects/{project}/openai",
 }
 
 # Sent by the emulator's own import downloader to its own blob container (see ControlEndpoints.blob).
@@ -61,6 +70,8 @@ INTERNAL_HEADER = "x-aoai-emulator-internal"
 
 Handler = Callable[[Request, Surface], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
+# Judges an authenticated request of a service operation: None lets it through, a Response answers instead.
+Admit = Callable[[Request, "Route"], Awaitable[Response | None]]
 
 
 class Access(enum.Enum):
@@ -96,7 +107,7 @@ def surface_of(segments: list[str] | None) -> Surface:
     if segments and segments[0] == "openai":
         return Surface.V1 if segments[1:2] == ["v1"] else Surface.DATA_PLANE
     if segments and segments[:2] == ["api", "projects"]:
-        return Surface.FOUNDRY
+        return Surface.FOUNDRY_OPENAI if segments[3:4] == ["openai"] else Surface.FOUNDRY
     return Surface.DATA_PLANE
 
 
@@ -110,6 +121,19 @@ def check_path_params(params: dict[str, str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the rules
+def foundry_openai_serves(version: str) -> bool:
+    """Whether a project's OpenAI route serves ``version``: a real date's ``YYYY-MM-DD-preview``, from
+    :data:`FOUNDRY_OPENAI_FIRST_API_VERSION` on."""
+    match = _DATED_PREVIEW.fullmatch(version)
+    if match is None:
+        return False
+    try:
+        datetime.date(*(int(part) for part in match.groups()))
+    except ValueError:
+        return False
+    return version >= FOUNDRY_OPENAI_FIRST_API_VERSION
+
+
 def check_api_version(request: Request, surface: Surface, operation: str) -> None:
     version = request.query_params.get("api-version")
     if surface is Surface.V1:
@@ -118,13 +142,15 @@ def check_api_version(request: Request, surface: Surface, operation: str) -> Non
                 f"Unsupported api-version '{version}'; use 'v1' or 'preview' (or omit it).", "api-version"
             )
         return
-    if surface is Surface.FOUNDRY:
-        allowed = FOUNDRY_API_VERSIONS
-    else:
-        allowed = UPLOADS_API_VERSIONS if operation.startswith("uploads.") else FILES_API_VERSIONS
     if not version:
         raise bad("The api-version query parameter is required.", "api-version")
-    if version not in allowed:
+    if surface is Surface.FOUNDRY_OPENAI:
+        served = foundry_openai_serves(version)
+    elif surface is Surface.FOUNDRY:
+        served = version in FOUNDRY_API_VERSIONS
+    else:
+        served = version in (UPLOADS_API_VERSIONS if operation.startswith("uploads.") else FILES_API_VERSIONS)
+    if not served:
         # The service answers an api-version it does not serve as an unknown resource.
         raise StoreError(
             404,
@@ -161,7 +187,7 @@ class Authenticator:
     def authenticate(self, request: Request, surface: Surface) -> None:
         api_key = request.headers.get("api-key")
         bearer = _bearer(request)
-        if surface is Surface.FOUNDRY and api_key is not None and not bearer:
+        if surface.is_foundry and api_key is not None and not bearer:
             raise StoreError(
                 401,
                 "unauthorized",
@@ -183,7 +209,7 @@ class Authenticator:
             if surface is Surface.V1 and self.key_matches(bearer):
                 return
             raise StoreError(401, "unauthorized", "The bearer token is invalid or has expired.")
-        if api_key is not None and surface is not Surface.FOUNDRY:
+        if api_key is not None and not surface.is_foundry:
             if self.key_matches(api_key):
                 return
             raise StoreError(
@@ -280,10 +306,15 @@ def _template(path: str) -> tuple[str, ...]:
 
 
 class Router:
-    """The route table: service operations per surface, and the emulator's own endpoints."""
+    """The route table: service operations per surface, and the emulator's own endpoints.
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    :param admit: called for each authenticated request of a service operation, before its handler (the rate
+        limits); what it answers, if anything, is the answer.
+    """
+
+    def __init__(self, authenticator: Authenticator, admit: Admit | None = None) -> None:
         self.authenticator = authenticator
+        self.admit = admit
         self.routes: list[Route] = []
 
     def operation(self, surface: Surface, method: str, path: str, operation: str, handler: Handler) -> None:
@@ -353,6 +384,8 @@ class Router:
             if route.surface is not None and route.operation is not None:
                 check_api_version(request, route.surface, route.operation)
                 self.authenticator.authenticate(request, route.surface)
+                if self.admit is not None and (refused := await self.admit(request, route)) is not None:
+                    return refused
             else:
                 self.authenticator.authorize(request, route.access)
             check_path_params(resolved.params)

@@ -1,9 +1,10 @@
-"""The emulator's file store: files, uploads and parts on disk, shared by all three surfaces.
+"""The emulator's file store: files, uploads and parts on disk, shared by all surfaces.
 
 Content lives under ``data_dir`` (``blobs/``, ``parts/``, ``incoming/``) and metadata as one JSON document per
 object under ``meta/``, written atomically, so a store opened again on the same directory finds every file
-and upload it had. Nothing here speaks HTTP; rule violations raise :class:`StoreError`, which the app turns
-into each surface's own error body.
+and upload it had. Files are minted, judged and shaped as their backend does (:mod:`.backends`). Nothing
+here speaks HTTP; rule violations raise :class:`StoreError`, which the app turns into each surface's own
+error body.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from airflow_provider_aoai.jsonl import validate_jsonl
+from airflow_provider_aoai.dataset_rules import service_verdict
+from airflow_provider_aoai.emulator import backends
+from airflow_provider_aoai.emulator.errors import DownloadError, StoreError
+from airflow_provider_aoai.emulator.quotas import Quotas
 from airflow_provider_aoai.models import (
     MAX_FILE_BYTES,
     MAX_PART_BYTES,
@@ -51,35 +55,25 @@ def end_sparse(out: BinaryIO) -> None:
     out.truncate(out.tell())
 
 
-class DownloadError(Exception):
-    """An import's download failed; the message is safe to show (no URL, no text of the source's)."""
-
-
-class StoreError(Exception):
-    """A request broke one of the service's rules.
-
-    :param status: HTTP status to answer with.
-    :param code: the data plane ``ErrorCode`` (the other surfaces map it to their own shape).
-    :param target: the request field at fault, if any.
-    """
-
-    def __init__(self, status: int, code: str, message: str, target: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.target = target
-
-
 @dataclass
 class Limits:
-    """Size limits and timings; tests shrink them so that limits are cheap to reach."""
+    """Size limits, quotas and timings; tests shrink them so that limits are cheap to reach."""
 
     max_file_bytes: int = MAX_FILE_BYTES
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_part_bytes: int = MAX_PART_BYTES
     upload_expiry_seconds: float = UPLOAD_EXPIRY_SECONDS
     processing_seconds: float = 1.0
+    quotas: Quotas = field(default_factory=Quotas)
+
+
+@dataclass
+class Download:
+    """A file's content, opened, with its size and the name it was stored under."""
+
+    stream: BinaryIO
+    size: int
+    filename: str
 
 
 @dataclass
@@ -162,42 +156,87 @@ class Store:
         return self.data_dir / "incoming" / uuid.uuid4().hex
 
     # ---------------------------------------------------------------- files
-    def _new_file(self, *, filename: str, purpose: str, size: int | None, status: FileStatus) -> _FileState:
-        file_id = f"file-{uuid.uuid4().hex}"
-        record = {
+    def _new_file(
+        self,
+        *,
+        filename: str,
+        purpose: str,
+        size: int | None,
+        status: FileStatus,
+        expires_after: int | None,
+        judged_now: bool = False,
+    ) -> _FileState:
+        """A new file's state; its quota is checked here, under the lock, before anything is stored.
+
+        :param judged_now: its final status is known before the create answers, so it takes no processing
+            time.
+        """
+        self.limits.quotas.check(
+            [s.record for s in self._live()],
+            purpose=purpose,
+            size=size or 0,
+            expiring=expires_after is not None,
+        )
+        file_id = backends.new_file_id(purpose)
+        created_at = int(time.time())
+        record: dict[str, Any] = {
             "object": "file",
             "id": file_id,
             "bytes": size,
-            "created_at": int(time.time()),
+            "created_at": created_at,
             "filename": filename,
             "purpose": purpose,
             "status": status.value,
         }
+        if expires_after is not None:
+            record["expires_at"] = created_at + expires_after
         return _FileState(
-            record=record, processing_started=time.time(), processing_seconds=self.limits.processing_seconds
+            record=record,
+            processing_started=time.time(),
+            processing_seconds=0.0 if judged_now else self.limits.processing_seconds,
         )
 
     def _blob_path(self, file_id: str) -> Path:
         return self.data_dir / "blobs" / file_id
 
-    def create_file(self, *, source: Path, filename: str, purpose: str) -> dict[str, Any]:
-        """Store an uploaded body (moved, not copied) and start its processing."""
+    def create_file(
+        self, *, source: Path, filename: str, purpose: str, expires_after: int | None = None
+    ) -> dict[str, Any]:
+        """Store an uploaded body (moved, not copied) and process it: at once for the purposes the service
+        judges before it answers (:func:`.backends.judged_at_create`), else in the background."""
+        judged_now = backends.judged_at_create(purpose)
         size = source.stat().st_size
         if size == 0:
             source.unlink(missing_ok=True)
             raise StoreError(400, "invalidPayload", "The file is empty.", "file")
-        state = self._new_file(filename=filename, purpose=purpose, size=size, status=FileStatus.PENDING)
-        os.replace(source, self._blob_path(state.record["id"]))
         with self._lock:
+            try:
+                state = self._new_file(
+                    filename=filename,
+                    purpose=purpose,
+                    size=size,
+                    status=FileStatus.PENDING,
+                    expires_after=expires_after,
+                    judged_now=judged_now,
+                )
+            except StoreError:
+                source.unlink(missing_ok=True)
+                raise
+            os.replace(source, self._blob_path(state.record["id"]))
             self._files[state.record["id"]] = state
             self._save_file(state)
-        self._start_validation(state)
+        if judged_now:
+            self._validate(state)
+        else:
+            self._start_validation(state)
         return self.get_file(state.record["id"])
 
     def import_file(self, *, content_url: str, filename: str, purpose: str) -> dict[str, Any]:
         """Create a pending file and download ``content_url`` in the background."""
-        state = self._new_file(filename=filename, purpose=purpose, size=None, status=FileStatus.PENDING)
         with self._lock:
+            state = self._new_file(
+                filename=filename, purpose=purpose, size=None, status=FileStatus.PENDING, expires_after=None
+            )
             self._files[state.record["id"]] = state
             self._save_file(state)
         self._jobs.submit(self._run_import, state, content_url)
@@ -224,13 +263,12 @@ class Store:
         self._jobs.submit(self._validate, state)
 
     def _validate(self, state: _FileState) -> None:
+        """The service's judgement of a stored file, in its words (:func:`dataset_rules.service_verdict`)."""
         path = self._blob_path(state.record["id"])
         try:
-            problem = validate_jsonl(path, state.record["purpose"])
+            problem = service_verdict(path, state.record["purpose"])
         except OSError as exc:
             problem = f"The file could not be read: {exc}"
-        if problem:
-            problem = f"jsonlValidationFailed: {problem}"
         self._finish(state, problem)
 
     def _finish(self, state: _FileState, problem: str | None) -> None:
@@ -240,16 +278,17 @@ class Store:
             self._save_file(state)
 
     def _visible(self, state: _FileState) -> dict[str, Any]:
-        """The File as a reader sees it now: the lifecycle advances with time, or with forced statuses."""
+        """The File as a reader sees it now, in its backend's shape: the lifecycle advances with time, or
+        with forced statuses."""
         record = dict(state.record)
         if record["status"] == FileStatus.DELETED.value:
-            return record
+            return backends.shaped(record)
         if state.forced:
             status = state.forced.pop(0) if len(state.forced) > 1 else state.forced[0]
             record["status"] = status
             if status == FileStatus.ERROR.value and state.forced_details:
                 record["status_details"] = state.forced_details
-            return record
+            return backends.shaped(record)
         elapsed = time.time() - state.processing_started
         processing = state.processing_seconds
         if state.outcome is not None and elapsed >= processing:
@@ -260,12 +299,27 @@ class Store:
             record["status"] = FileStatus.RUNNING.value
         else:
             record["status"] = FileStatus.PENDING.value
-        return record
+        return backends.shaped(record)
+
+    def _alive(self, state: _FileState) -> bool:
+        """Not deleted, and not past its ``expires_at``: an expired file is deleted on the spot."""
+        if state.record["status"] == FileStatus.DELETED.value:
+            return False
+        expires_at = state.record.get("expires_at")
+        if expires_at is not None and time.time() >= expires_at:
+            state.record["status"] = FileStatus.DELETED.value
+            self._save_file(state)
+            self._blob_path(state.record["id"]).unlink(missing_ok=True)
+            return False
+        return True
+
+    def _live(self) -> list[_FileState]:
+        return [s for s in self._files.values() if self._alive(s)]
 
     def _file_state(self, file_id: str) -> _FileState:
         state = self._files.get(file_id)
-        if state is None or state.record["status"] == FileStatus.DELETED.value:
-            raise StoreError(404, "notFound", f"File with id '{file_id}' could not be found.", "file_id")
+        if state is None or not self._alive(state):
+            raise _no_such_file(file_id)
         return state
 
     def get_file(self, file_id: str) -> dict[str, Any]:
@@ -274,16 +328,16 @@ class Store:
 
     def list_files(self, purpose: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
-            states = [
-                s
-                for s in self._files.values()
-                if s.record["status"] != FileStatus.DELETED.value
-                and (purpose is None or s.record["purpose"] == purpose)
-            ]
+            states = [s for s in self._live() if purpose is None or s.record["purpose"] == purpose]
             return [self._visible(s) for s in sorted(states, key=lambda s: s.processing_started)]
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
+        """Delete a file. Deleting a deleted one answers as its backend does (recorded): the Azure files
+        backend ``deleted: false``, the assistants backend a 404."""
         with self._lock:
+            state = self._files.get(file_id)
+            if state is not None and not self._alive(state) and not backends.is_assistants_file(file_id):
+                return {"object": "file", "deleted": False, "id": file_id}
             state = self._file_state(file_id)
             state.record["status"] = FileStatus.DELETED.value
             self._save_file(state)
@@ -292,6 +346,11 @@ class Store:
 
     def open_content(self, file_id: str) -> tuple[BinaryIO, int]:
         """The file's content, opened (so a concurrent delete cannot pull it away), and its size."""
+        download = self.open_download(file_id)
+        return download.stream, download.size
+
+    def open_download(self, file_id: str) -> Download:
+        """:meth:`open_content` with the name the file was stored under."""
         with self._lock:
             state = self._file_state(file_id)
             try:
@@ -304,7 +363,8 @@ class Store:
             if state.outcome is None and state.record["bytes"] is None:
                 stream.close()
                 raise StoreError(409, "unexpectedEntityState", f"File '{file_id}' has no content yet.")
-        return stream, os.fstat(stream.fileno()).st_size
+            filename = str(state.record["filename"])
+        return Download(stream, os.fstat(stream.fileno()).st_size, filename)
 
     def force_statuses(self, file_id: str, statuses: list[str], status_details: str | None = None) -> None:
         """Make the next reads of ``file_id`` return ``statuses`` in order, then stay on the last one."""
@@ -316,10 +376,14 @@ class Store:
             state.forced_details = redact(status_details) if status_details is not None else None
 
     def set_created_at(self, file_id: str, created_at: int) -> None:
-        """Make ``file_id`` look created at ``created_at`` (UNIX time), e.g. weeks ago for retention tests."""
+        """Make ``file_id`` look created at ``created_at`` (UNIX time), e.g. weeks ago for retention tests;
+        its ``expires_at``, if it has one, moves with it."""
         with self._lock:
             state = self._file_state(file_id)
+            shift = int(created_at) - state.record["created_at"]
             state.record["created_at"] = int(created_at)
+            if state.record.get("expires_at") is not None:
+                state.record["expires_at"] += shift
             self._save_file(state)
 
     # ---------------------------------------------------------------- uploads
@@ -343,7 +407,9 @@ class Store:
             public["file"] = self._visible(state) if state else None
         return public
 
-    def create_upload(self, *, filename: str, purpose: str, size: int, mime_type: str) -> dict[str, Any]:
+    def create_upload(
+        self, *, filename: str, purpose: str, size: int, mime_type: str, expires_after: int | None = None
+    ) -> dict[str, Any]:
         if size > self.limits.max_upload_bytes:
             raise StoreError(
                 400,
@@ -352,22 +418,32 @@ class Store:
                 "bytes",
             )
         now = time.time()
-        upload_id = f"{purpose}-{uuid.uuid4().hex}"
+        upload_id = backends.new_upload_id()
+        lifetime = self.limits.upload_expiry_seconds
         upload = {
             "object": "upload",
             "id": upload_id,
             "bytes": size,
             "created_at": int(now),
-            "expires_at": int(now + self.limits.upload_expiry_seconds),
+            # created_at + 3600 exactly, as recorded, whenever the lifetime is whole seconds
+            "expires_at": int(now) + int(lifetime) if float(lifetime).is_integer() else int(now + lifetime),
             "filename": filename,
             "purpose": purpose,
             "status": UploadStatus.PENDING.value,
             "_mime_type": mime_type,
             "_expires": now + self.limits.upload_expiry_seconds,
             "_created": now,
+            "_file_expires_after": expires_after,
             "_file_id": None,
             "_part_ids": [],  # every part received, in order (the control surface lists them)
         }
+        with self._lock:  # the file it will make must fit the quotas now, as on the service
+            self.limits.quotas.check(
+                [s.record for s in self._live()],
+                purpose=purpose,
+                size=size,
+                expiring=expires_after is not None,
+            )
         (self.data_dir / "parts" / upload_id).mkdir(exist_ok=True)
         with self._lock:
             self._uploads[upload_id] = upload
@@ -477,7 +553,17 @@ class Store:
             with self._lock:
                 upload["status"] = UploadStatus.PENDING.value
             raise
-        file = self.create_file(source=assembled, filename=upload["filename"], purpose=upload["purpose"])
+        try:
+            file = self.create_file(
+                source=assembled,
+                filename=upload["filename"],
+                purpose=upload["purpose"],
+                expires_after=upload.get("_file_expires_after"),
+            )
+        except BaseException:
+            with self._lock:
+                upload["status"] = UploadStatus.PENDING.value
+            raise
         with self._lock:
             upload["status"] = UploadStatus.COMPLETED.value
             upload["_file_id"] = file["id"]
@@ -520,3 +606,10 @@ class Store:
             del self._parts[part_id]
             self._meta_path("part", part_id).unlink(missing_ok=True)
         shutil.rmtree(self.data_dir / "parts" / upload_id, ignore_errors=True)
+
+
+def _no_such_file(file_id: str) -> StoreError:
+    """The 404 of a file that is not (or no longer) there; the assistants backend's words are recorded."""
+    if backends.is_assistants_file(file_id):
+        return StoreError(404, "notFound", f"No such File object: {file_id}", "id")
+    return StoreError(404, "notFound", f"File with id '{file_id}' could not be found.", "file_id")

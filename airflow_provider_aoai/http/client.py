@@ -24,6 +24,7 @@ from airflow_provider_aoai.exceptions import AzureOpenAIConnectionError, AzureOp
 from airflow_provider_aoai.http.endpoint import Endpoint, Path, quoted
 from airflow_provider_aoai.http.policy import (
     MAX_BACKOFF_SECONDS,
+    MAX_RETRY_WAIT_SECONDS,
     Retry,
     answer_object,
     api_error,
@@ -66,6 +67,8 @@ class AzureOpenAIClient:
     :param timeout: seconds to wait for the service to answer (connect and each read).
     :param max_retries: how many times a retryable failure is repeated.
     :param backoff_seconds: first backoff; doubles each retry, with jitter, capped at ``max_backoff_seconds``.
+    :param max_retry_wait: seconds one request may spend waiting between its attempts, in all; a retry that
+        would wait past it is not made (so a request throttled without end still ends, and says so).
     :param pool_size: connections kept open for reuse (as many as parts may be sent in parallel).
     """
 
@@ -79,6 +82,7 @@ class AzureOpenAIClient:
         max_retries: int = 5,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
+        max_retry_wait: float = MAX_RETRY_WAIT_SECONDS,
         pool_size: int = MAX_CONCURRENCY,
     ) -> None:
         self.endpoint = endpoint if isinstance(endpoint, Endpoint) else Endpoint.of(endpoint, api_version)
@@ -87,6 +91,7 @@ class AzureOpenAIClient:
         self.max_retries = max_retries
         self.backoff_seconds = float(backoff_seconds)
         self.max_backoff_seconds = max_backoff_seconds
+        self.max_retry_wait = float(max_retry_wait)
         self.transport = Transport(self.base_url, pool_size)
         self._path_prefix = urlsplit(self.endpoint.url(())).path  # base path + surface prefix + "/"
         self._headers = {
@@ -185,6 +190,17 @@ class AzureOpenAIClient:
             self.transport.discard(stream)
         return size
 
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        return backoff_seconds(
+            attempt, retry_after, first=self.backoff_seconds, ceiling=self.max_backoff_seconds
+        )
+
+    def _over_budget(self, delay: float, waited: float) -> str:
+        return (
+            f"the next retry was due in {delay:.1f}s, past the connection's max_retry_wait of "
+            f"{self.max_retry_wait:g}s ({max(self.max_retry_wait - waited, 0.0):.1f}s left)"
+        )
+
     def _send(
         self,
         method: str,
@@ -215,11 +231,11 @@ class AzureOpenAIClient:
             payload = json_module.dumps(json, allow_nan=False).encode()
             content_headers = {"Content-Type": "application/json"}
         attempt = 0
+        waited = 0.0
         while True:
             if stop is not None and stop.is_set():
                 raise AzureOpenAIStoppedError(f"{what} stopped: the task is being killed")
             headers = {**self._headers, **self.auth.headers(), **content_headers}
-            retry_after: float | None = None
             try:
                 answer = self.transport.answer(
                     method, target, headers, payload, wait, fresh=retry is Retry.CREATE, stream=stream
@@ -229,11 +245,15 @@ class AzureOpenAIClient:
                     raise AzureOpenAIStoppedError(f"{what} stopped: the task is being killed") from None
                 failure = exc.failure
                 retryable = may_retry_failure(failure, retry)
-                if not retryable or attempt >= retries:
+                delay = self._delay(attempt, None)
+                if not retryable or attempt >= retries or waited + delay > self.max_retry_wait:
                     maybe_acted = not retryable and not failure.tls and not failure.never_sent
+                    over = retryable and attempt < retries
                     raise AzureOpenAIConnectionError(
-                        f"{what} to {self.host} failed: {failure.reason} (after {attempt + 1} attempt(s))"
+                        f"{what} to {self.host} failed: {failure.reason} (after {attempt + 1} attempt(s) "
+                        f"and {waited:.1f}s of waiting between them)"
                         + ("; not retried because the service may have acted on it" if maybe_acted else "")
+                        + (f"; {self._over_budget(delay, waited)}" if over else "")
                     ) from None
                 reason = failure.reason
             else:
@@ -244,16 +264,24 @@ class AzureOpenAIClient:
                     return answer
                 if status < 400:
                     raise redirected(what, status, answer.headers)
-                if not may_retry_status(status, retry) or attempt >= retries:
+                delay = self._delay(attempt, parse_retry_after(answer.headers))
+                over = attempt < retries and waited + delay > self.max_retry_wait
+                if not may_retry_status(status, retry) or attempt >= retries or over:
                     raise api_error(
-                        status, answer.reason, answer.headers, answer.content, truncated=answer.truncated
+                        status,
+                        answer.reason,
+                        answer.headers,
+                        answer.content,
+                        truncated=answer.truncated,
+                        attempts=attempt + 1,
+                        waited=waited,
+                        gave_up=self._over_budget(delay, waited)
+                        if over and may_retry_status(status, retry)
+                        else None,
                     )
                 reason = f"HTTP {status}"
-                retry_after = parse_retry_after(answer.headers)
-            delay = backoff_seconds(
-                attempt, retry_after, first=self.backoff_seconds, ceiling=self.max_backoff_seconds
-            )
             attempt += 1
+            waited += delay
             log.warning("%s: %s; retry %d of %d in %.2fs", what, reason, attempt, retries, delay)
             if stop is not None:
                 if stop.wait(delay):

@@ -15,20 +15,35 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from airflow_provider_aoai.exceptions import AzureOpenAIConfigError
-from airflow_provider_aoai.models import Surface, has_space_or_control
+from airflow_provider_aoai.models import Surface, has_space_or_control, offers_expiry
 from airflow_provider_aoai.redaction import redact_url
 from airflow_provider_aoai.urls import is_loopback, is_valid_host
 
 DATA_PLANE_API_VERSION = "2024-10-21"
 FOUNDRY_API_VERSION = "v1"
+# What azure-ai-projects 2.x sends on a project's OpenAI route (tests/specs/recordings).
+FOUNDRY_OPENAI_API_VERSION = "2025-11-15-preview"
+# A Foundry project's two routes: its agents' files (the default, as the seed spec has it), or OpenAI's
+# files API.
+FOUNDRY_ROUTES = ("agents", "openai")
 
 Path = Sequence[str]
 
-_PREFIXES = {Surface.DATA_PLANE: "/openai", Surface.V1: "/openai/v1", Surface.FOUNDRY: ""}
+_PREFIXES = {
+    Surface.DATA_PLANE: "/openai",
+    Surface.V1: "/openai/v1",
+    Surface.FOUNDRY: "",
+    Surface.FOUNDRY_OPENAI: "/openai",
+}
 
 
-def normalize_endpoint(endpoint: str, api_version: str | None) -> tuple[str, Surface]:
+def normalize_endpoint(
+    endpoint: str, api_version: str | None, foundry_route: str | None = None
+) -> tuple[str, Surface]:
     """Split a connection host into the base URL and the surface it addresses.
+
+    A Foundry project endpoint addresses its agents route unless ``foundry_route`` is ``openai`` or the
+    endpoint ends in ``/openai`` (its OpenAI route).
 
     :raises AzureOpenAIConfigError: not an http(s) URL, a bad port, credentials or a query in it, or plain
         http to a non-loopback host. Messages show the endpoint redacted.
@@ -58,6 +73,8 @@ def normalize_endpoint(endpoint: str, api_version: str | None) -> tuple[str, Sur
         )
     path = parts.path
     if "/api/projects/" in f"{path}/":
+        if path.endswith("/openai") or foundry_route == "openai":
+            return endpoint.removesuffix("/openai"), Surface.FOUNDRY_OPENAI
         return endpoint, Surface.FOUNDRY
     base = f"{parts.scheme}://{parts.netloc}"
     if path.endswith("/openai/v1") or api_version in ("v1", "preview"):
@@ -71,6 +88,8 @@ def default_api_version(surface: Surface, api_version: str | None) -> str | None
         return api_version or DATA_PLANE_API_VERSION
     if surface is Surface.FOUNDRY:
         return FOUNDRY_API_VERSION if api_version in (None, "v1", DATA_PLANE_API_VERSION) else api_version
+    if surface is Surface.FOUNDRY_OPENAI:
+        return FOUNDRY_OPENAI_API_VERSION if api_version in (None, "v1", "preview") else api_version
     return api_version if api_version not in (None, "v1") else None
 
 
@@ -90,9 +109,9 @@ class Endpoint:
     api_version: str | None
 
     @classmethod
-    def of(cls, endpoint: str, api_version: str | None = None) -> Endpoint:
+    def of(cls, endpoint: str, api_version: str | None = None, foundry_route: str | None = None) -> Endpoint:
         """:raises AzureOpenAIConfigError: see :func:`normalize_endpoint`."""
-        base_url, surface = normalize_endpoint(endpoint, api_version)
+        base_url, surface = normalize_endpoint(endpoint, api_version, foundry_route)
         return cls(base_url, surface, default_api_version(surface, api_version))
 
     @property
@@ -100,6 +119,11 @@ class Endpoint:
         """The endpoint's scheme, host and port, for messages."""
         parts = urlsplit(self.base_url)
         return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def offers_expiry(self) -> bool:
+        """Whether file and upload creates here take ``expires_after`` (see :func:`offers_expiry`)."""
+        return offers_expiry(self.surface, self.api_version)
 
     def url(self, path: Path) -> str:
         """The URL of ``path`` under this endpoint's surface (without the api-version)."""

@@ -4,9 +4,10 @@ Every request of every path (hook, operators, sensor, trigger) goes through thes
 openai-python's base client: :mod:`~airflow_provider_aoai.http.client` runs the loop, this module decides.
 
 Retry policy
-    * 408, 429, 500, 502, 503, 504 and connection failures are retried, at most ``max_retries`` times, with
-      exponential backoff and full jitter, honouring ``retry-after-ms`` and ``Retry-After`` (seconds or an
-      HTTP date); any other 4xx is final, and so is a TLS failure.
+    * 408, 429, 500, 502, 503, 504 and connection failures are retried, at most ``max_retries`` times and
+      ``max_retry_wait`` seconds of waiting in all, with exponential backoff and full jitter, never sooner
+      than ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date) say; any other 4xx is final, and
+      so is a TLS failure. The error raised when they run out says how many attempts and how long.
     * A request that creates something (a file, an upload) is retried only where the service cannot have
       acted on it: 408/429 answers and connections that never opened. A 5xx or a connection dropped
       mid-request may have created the file, so it is raised, never repeated: a retry must not leave a
@@ -40,6 +41,9 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 NOT_ACTED_STATUSES = frozenset({408, 429})
 REQUEST_ID_HEADERS = ("apim-request-id", "x-request-id", "x-ms-request-id")
 MAX_BACKOFF_SECONDS = 60.0
+# The most one request waits between its attempts, in all (the ``max_retry_wait`` extra): five retries at
+# the longest backoff.
+MAX_RETRY_WAIT_SECONDS = 300.0
 # How much of an error answer is read: its code, message and target come first; the rest is not worth the
 # memory (a misbehaving service may send megabytes, or never stop).
 ERROR_BODY_LIMIT = 64 * 1024
@@ -113,12 +117,18 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 def backoff_seconds(
     attempt: int, retry_after: float | None, *, first: float, ceiling: float = MAX_BACKOFF_SECONDS
 ) -> float:
-    """How long to wait before retry ``attempt + 1``: the service's ``Retry-After`` if it gave one (at most
-    ``ceiling``), else ``first`` doubled per attempt, capped, with full jitter in its upper half."""
-    if retry_after is not None:
-        return min(retry_after, ceiling)
+    """How long to wait before retry ``attempt + 1``: ``first`` doubled per attempt, capped at ``ceiling``,
+    with full jitter in its upper half; never less than the service's ``Retry-After``, however long (the
+    caller's budget, ``max_retry_wait``, decides whether to wait that long or give up).
+
+    The jitter matters under throttling: a fleet told "Retry-After: 1" all at once would otherwise come back
+    all at once, and be throttled again; the doubling spreads the tasks that keep losing.
+    """
     cap = min(ceiling, first * (2**attempt))
-    return random.uniform(cap / 2, cap)
+    jittered = random.uniform(cap / 2, cap)
+    if retry_after is None:
+        return jittered
+    return max(retry_after, jittered)
 
 
 def request_id_of(headers: Mapping[str, str]) -> str | None:
@@ -133,12 +143,22 @@ _CUT_FIELDS = {
 
 
 def api_error(
-    status: int, reason: str, headers: Mapping[str, str], body: bytes, *, truncated: bool = False
+    status: int,
+    reason: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    truncated: bool = False,
+    attempts: int = 1,
+    waited: float = 0.0,
+    gave_up: str | None = None,
 ) -> AzureOpenAIAPIError:
     """The exception for an error answer of any surface (ErrorResponse, AzureErrorResponse, AgentV1Error,
     OpenAI's error object), with the status, the service's code, message, target and request id.
 
     :param truncated: the body was cut at :data:`ERROR_BODY_LIMIT`; its first fields are still read.
+    :param attempts: how many times the request was sent; ``waited``: seconds spent between them;
+        ``gave_up``: why a retryable answer was not retried.
     """
     code = message = target = None
     try:
@@ -161,6 +181,9 @@ def api_error(
         str(message or reason or "no error message in the response"),
         target=str(target) if target is not None else None,
         request_id=request_id_of(headers),
+        attempts=attempts,
+        waited=waited,
+        gave_up=gave_up,
     )
 
 

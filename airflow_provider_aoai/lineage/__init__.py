@@ -17,6 +17,7 @@ from airflow_provider_aoai.lineage.mixin import (
     file_of,
     lineage_namespace,
     set_asset_event_extras,
+    split_lineage,
 )
 from airflow_provider_aoai.lineage.naming import (
     file_dataset_name,
@@ -45,5 +46,6 @@ __all__ = [
     "resource_namespace",
     "set_asset_event_extras",
     "source_dataset",
+    "split_lineage",
     "url_dataset",
 ]

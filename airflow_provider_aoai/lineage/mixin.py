@@ -223,3 +223,15 @@ def deleted_files_lineage(operator: Any, file_ids: list[str]) -> Any:
             for file_id in file_ids
         ]
     )
+
+
+def split_lineage(source: Any, shards: list[str]) -> Any:
+    """OperatorLineage of a split: the input file as the input, every shard written as an output."""
+    from airflow.providers.openlineage.extractors import OperatorLineage
+    from openlineage.client.generated.base import InputDataset, OutputDataset
+
+    named = source_dataset(source)
+    outputs = [OutputDataset(namespace=n[0], name=n[1]) for n in map(source_dataset, shards) if n is not None]
+    return OperatorLineage(
+        inputs=[InputDataset(namespace=named[0], name=named[1])] if named else [], outputs=outputs
+    )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow_provider_aoai.exceptions import AzureOpenAIUnsupportedOperationError
 from airflow_provider_aoai.models import File, Surface, Upload, purposes_for
 from airflow_provider_aoai.redaction import redact
-from airflow_provider_aoai.validation import check_choice
+from airflow_provider_aoai.validation import check_choice, check_expires_after
 
 if TYPE_CHECKING:
     from airflow_provider_aoai.http.client import AzureOpenAIClient
@@ -46,14 +46,35 @@ class Resource:
     def surface(self) -> Surface:
         return self.client.surface
 
-    def require(self, operation: str, supported: bool) -> None:
-        """:raises AzureOpenAIUnsupportedOperationError: the surface does not offer ``operation``."""
+    def require(self, operation: str, supported: bool, where: str | None = None) -> None:
+        """:raises AzureOpenAIUnsupportedOperationError: the surface does not offer ``operation``; ``where``
+        says where it is offered (an Azure OpenAI resource endpoint, by default)."""
         if not supported:
             connection = f" of connection {self.conn_id!r}" if self.conn_id else ""
             raise AzureOpenAIUnsupportedOperationError(
-                f"{operation} is not offered by the {self.surface.value} surface{connection}; use an Azure "
-                "OpenAI resource endpoint for it."
+                f"{operation} is not offered by the {self.surface.value} surface{connection}; "
+                f"{where or 'use an Azure OpenAI resource endpoint for it'}."
             )
+
+    def check_expiry(self, expires_after: Any, purpose: str) -> int | None:
+        """``expires_after`` checked for ``purpose`` and for what this endpoint offers.
+
+        :raises AzureOpenAIInvalidArgumentError: out of the purpose's range.
+        :raises AzureOpenAIUnsupportedOperationError: the endpoint's api-version takes no expiry.
+        """
+        seconds = check_expires_after(expires_after, purpose)
+        if seconds is not None:
+            if self.surface is Surface.FOUNDRY:
+                where = (
+                    "a project's agent files take none: use its OpenAI route (extra foundry_route: openai)"
+                )
+            else:
+                where = (
+                    f"api-version {self.client.api_version} takes none: use the v1 API (api_version v1) "
+                    "or a data plane api-version from 2025-03-01-preview"
+                )
+            self.require("expires_after", self.client.endpoint.offers_expiry, where)
+        return seconds
 
     def check_purpose(self, purpose: Any, operation: str) -> str:
         """:raises AzureOpenAIInvalidArgumentError: ``operation`` does not take ``purpose`` here."""

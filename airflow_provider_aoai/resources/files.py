@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_aoai.credentials import mask_url_secrets
-from airflow_provider_aoai.datasets import check_jsonl_start
+from airflow_provider_aoai.datasets import check_jsonl_start, scan_dataset
 from airflow_provider_aoai.downloads import prepare_destination, write_download
 from airflow_provider_aoai.exceptions import (
+    AzureOpenAIDatasetError,
     AzureOpenAIError,
     AzureOpenAIFileProcessingError,
     AzureOpenAIInvalidArgumentError,
@@ -27,6 +29,7 @@ from airflow_provider_aoai.http.forms import MultipartBody
 from airflow_provider_aoai.http.policy import Retry
 from airflow_provider_aoai.models import (
     ALL_PURPOSES,
+    JSONL_PURPOSES,
     MAX_FILE_BYTES,
     MAX_UPLOAD_BYTES,
     File,
@@ -65,11 +68,14 @@ class ImportRequest:
 
 @dataclass(frozen=True)
 class UploadRequest:
-    """A checked single-request upload: the source opened, the name the file gets."""
+    """A checked upload: the source opened, the name the file gets, when it expires (seconds after its
+    creation, if ever)."""
 
     source: Source
     filename: str
     purpose: str
+    expires_after: int | None = None
+    md5: str | None = None  # the content's, when the check read it whole (a dataset's validation)
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,50 @@ class ContentMatch:
     @property
     def file(self) -> File | None:
         return self.matching[0] if len(self.matching) == 1 else None
+
+
+def _checked_content(
+    source: Any, purpose: str, filename: Any, operation: str, validate: Any
+) -> tuple[Source, str, str | None]:
+    """The source opened, the file's name and, when ``validate`` read it whole, the content's md5; the
+    source not empty, within the limit of ``operation``, JSON Lines for those purposes, valid with
+    ``validate``."""
+    limit = MAX_FILE_BYTES if operation == "upload_file" else MAX_UPLOAD_BYTES
+    if filename is not None:
+        check_filename(filename)
+    opened = open_source(source)
+    if opened.size == 0:
+        raise AzureOpenAIInvalidArgumentError("source", f"{opened.description} is empty")
+    if opened.size > limit:
+        raise AzureOpenAIInvalidArgumentError(
+            "source", f"{opened.description} holds {opened.size} bytes; the limit for {operation} is {limit}"
+        )
+    name = filename if filename is not None else opened.name
+    check_filename(name, "filename" if filename is not None else "source (its file name)")
+    if not check_bool(validate, "validate") or purpose not in JSONL_PURPOSES:
+        check_jsonl_start(opened, purpose)  # the cheap check; the full one below finds this and more
+        return opened, name, None
+    # A fine-tune file sent in parts may exceed the 512 MiB of one request.
+    max_bytes = MAX_UPLOAD_BYTES if operation != "upload_file" and purpose == "fine-tune" else None
+    scan = scan_dataset(opened, purpose, max_bytes=max_bytes, md5=True)
+    if scan.problems:
+        raise AzureOpenAIDatasetError("source", scan.problems)
+    return opened, name, scan.md5
+
+
+def _streamed(source: Source) -> Iterator[bytes | memoryview]:
+    """The source's bytes, checked before the last is given: a changed source never completes a body."""
+    if source.fingerprint.marker is not None:
+        yield from source.read_range(0, source.size)
+        source.check_unchanged()
+        return
+    # No modification time or version to compare (an in-memory file object): the bytes sent must be the
+    # bytes the source holds once they are sent.
+    sent = hashlib.md5(usedforsecurity=False)
+    for chunk in source.read_range(0, source.size):
+        sent.update(chunk)
+        yield chunk
+    verify_content(source, sent.hexdigest())
 
 
 class _DigestSink:
@@ -142,58 +192,45 @@ class Files(Resource):
         )
 
     def prepare_upload(
-        self, *, source: Any, purpose: Any, filename: Any = None, operation: str = "upload_file"
+        self,
+        *,
+        source: Any,
+        purpose: Any,
+        filename: Any = None,
+        expires_after: Any = None,
+        validate: bool = False,
+        operation: str = "upload_file",
     ) -> UploadRequest:
         """Check an upload before any request: purpose, name, and the source (opened, not empty, within the
         limit of ``operation``: ``upload_file``, or ``create_upload`` for a multipart upload; JSON Lines for
-        the JSON Lines purposes).
+        the JSON Lines purposes). With ``validate``, a ``batch`` or ``fine-tune`` dataset is read whole and
+        checked against the service's rules (:func:`~airflow_provider_aoai.datasets.scan_dataset`); the same
+        read gives the content's md5.
+
+        :raises AzureOpenAIDatasetError: ``validate`` found problems; their codes and lines are in it.
 
         :raises AzureOpenAIInvalidArgumentError: naming the argument.
         """
-        limit = MAX_FILE_BYTES if operation == "upload_file" else MAX_UPLOAD_BYTES
         self.check_purpose(purpose, operation)
-        if filename is not None:
-            check_filename(filename)
-        opened = open_source(source)
-        if opened.size == 0:
-            raise AzureOpenAIInvalidArgumentError("source", f"{opened.description} is empty")
-        if opened.size > limit:
-            raise AzureOpenAIInvalidArgumentError(
-                "source",
-                f"{opened.description} holds {opened.size} bytes; the limit for {operation} is {limit}",
-            )
-        name = filename if filename is not None else opened.name
-        check_filename(name, "filename" if filename is not None else "source (its file name)")
-        check_jsonl_start(opened, purpose)
-        return UploadRequest(opened, name, purpose)
+        seconds = self.check_expiry(expires_after, purpose)
+        opened, name, md5 = _checked_content(source, purpose, filename, operation, validate)
+        return UploadRequest(opened, name, purpose, seconds, md5)
 
     def send_upload(self, request: UploadRequest, *, stop: threading.Event | None = None) -> File:
         """Upload a checked request in one streamed ``POST files``; see :meth:`upload_file`."""
         source = request.source
         fields = {"purpose": request.purpose}
-        if self.surface is Surface.FOUNDRY:
+        if self.surface is Surface.FOUNDRY:  # the agents route takes the name as a field of its own
             fields["filename"] = request.filename
-
-        def content() -> Any:
-            # Checked before the closing boundary: a changed source never completes the body.
-            if source.fingerprint.marker is not None:
-                yield from source.read_range(0, source.size)
-                source.check_unchanged()
-                return
-            # No modification time or version to compare (an in-memory file object): the bytes sent must be
-            # the bytes the source holds once they are sent.
-            sent = hashlib.md5(usedforsecurity=False)
-            for chunk in source.read_range(0, source.size):
-                sent.update(chunk)
-                yield chunk
-            verify_content(source, sent.hexdigest())
-
+        if request.expires_after is not None:  # as the openai SDK flattens {"expires_after": {...}}
+            fields["expires_after[anchor]"] = "created_at"
+            fields["expires_after[seconds]"] = str(request.expires_after)
         body = MultipartBody(
             fields=fields,
             file_field="file",
             filename=request.filename,
             size=source.size,
-            content=content,
+            content=lambda: _streamed(source),
             stop=stop,
         )
         self.log.info("Uploading %s (%d bytes) as %s", source.description, source.size, request.filename)
@@ -203,7 +240,14 @@ class Files(Resource):
         return as_file(file)
 
     def upload_file(
-        self, *, source: Any, purpose: str, filename: str | None = None, stop: threading.Event | None = None
+        self,
+        *,
+        source: Any,
+        purpose: str,
+        filename: str | None = None,
+        stop: threading.Event | None = None,
+        expires_after: int | None = None,
+        validate: bool = False,
     ) -> File:
         """Upload a file of up to 512 MiB in one request (``POST files``), streaming it. Returns the File.
 
@@ -212,13 +256,19 @@ class Files(Resource):
 
         :param source: local path, ``file://``/fsspec URL, ``ObjectStoragePath`` or seekable binary file.
         :param stop: set it to abandon the request (the task is being killed).
-        :raises AzureOpenAIInvalidArgumentError: missing, empty or oversized source; bad purpose or filename.
+        :param expires_after: the file expires this many seconds after its creation (batch input files: 14
+            to 30 days, others 1 hour to 30 days); the File then carries ``expires_at``.
+        :param validate: check a ``batch`` or ``fine-tune`` dataset against the service's rules first.
+        :raises AzureOpenAIInvalidArgumentError: missing, empty or oversized source; bad purpose, filename or
+            expires_after.
+        :raises AzureOpenAIDatasetError: ``validate`` found problems; nothing was sent.
         :raises AzureOpenAISourceChangedError: the source changed while it was sent; nothing was stored.
         """
         check_stop(stop)
-        return self.send_upload(
-            self.prepare_upload(source=source, purpose=purpose, filename=filename), stop=stop
+        request = self.prepare_upload(
+            source=source, purpose=purpose, filename=filename, expires_after=expires_after, validate=validate
         )
+        return self.send_upload(request, stop=stop)
 
     # ------------------------------------------------------------------ reads
     def get_file(self, *, file_id: str) -> File:
@@ -300,9 +350,12 @@ class Files(Resource):
 
     # ------------------------------------------------------------------ deletes
     def delete_file(self, *, file_id: str) -> dict[str, Any]:
-        """Delete a file; returns ``{"object": "file", "deleted": true, "id": ...}``.
+        """Delete a file; returns the service's ``{"object": "file", "id": ..., "deleted": ...}``.
 
-        :raises AzureOpenAINotFoundError: no such file (or already deleted).
+        ``deleted`` is false when the service deleted nothing: recorded live, a ``file-`` id deleted a second
+        time answers 200 with ``"deleted": false`` (an ``assistant-`` id answers 404).
+
+        :raises AzureOpenAINotFoundError: no such file (or already deleted, for some ids).
         """
         check_id(file_id, "file_id")
         return self.client.request_object(
@@ -325,7 +378,7 @@ class Files(Resource):
         check_id(file_id, "file_id")
         check_bool(fail_if_missing, "fail_if_missing")
         try:
-            return self.delete_file(file_id=file_id)
+            deletion = self.delete_file(file_id=file_id)
         except AzureOpenAINotFoundError:
             if fail_if_missing:
                 raise
@@ -341,6 +394,13 @@ class Files(Resource):
                 ) from None
             self.log.info("File %s does not exist (already deleted?); nothing to delete", file_id)
             return {"object": "file", "id": file_id, "deleted": False}
+        if deletion.get("deleted") is not True:  # the service's own "nothing deleted" (a file- id, again)
+            if fail_if_missing:
+                raise AzureOpenAINotFoundError(
+                    404, "notFound", f"File {file_id} was already deleted: the service deleted nothing"
+                )
+            self.log.info("File %s was already deleted; nothing to delete", file_id)
+        return deletion
 
     # ------------------------------------------------------------------ finding what a lost answer created
     def find_files(

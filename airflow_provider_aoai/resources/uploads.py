@@ -56,19 +56,32 @@ class Uploads(Resource):
         total_bytes: int,
         mime_type: str,
         stop: threading.Event | None = None,
+        expires_after: int | None = None,
     ) -> Upload:
-        """Start a multipart Upload of ``total_bytes`` (at most 9 GiB); returns the Upload (``pending``)."""
+        """Start a multipart Upload of ``total_bytes`` (at most 9 GiB); returns the Upload (``pending``).
+
+        :param expires_after: its file expires this many seconds after creation (see ``upload_file``).
+        """
         self.require("create_upload", self.surface.supports_uploads)
         check_filename(filename)
         self.check_purpose(purpose, "create_upload")
         check_text(mime_type, "mime_type", max_chars=255)
         check_int(total_bytes, "total_bytes", minimum=1, maximum=MAX_UPLOAD_BYTES)
+        document: dict[str, Any] = {
+            "filename": filename,
+            "purpose": purpose,
+            "bytes": total_bytes,
+            "mime_type": mime_type,
+        }
+        seconds = self.check_expiry(expires_after, purpose)
+        if seconds is not None:
+            document["expires_after"] = {"anchor": "created_at", "seconds": seconds}
         upload = self.client.request_object(
             "POST",
             ("uploads",),
             expect=ObjectKind.UPLOAD,
             retry=Retry.CREATE,
-            json={"filename": filename, "purpose": purpose, "bytes": total_bytes, "mime_type": mime_type},
+            json=document,
             stop=check_stop(stop),
         )
         return as_upload(upload)
@@ -97,7 +110,7 @@ class Uploads(Resource):
             if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
                 raise AzureOpenAIInvalidArgumentError("data", "must be non-empty bytes")
             view = memoryview(data)
-            size = len(view)
+            size = check_int(view.nbytes, "data", minimum=1, maximum=MAX_PART_BYTES)
 
             def content() -> Any:
                 for start in range(0, len(view), 1024 * 1024):
@@ -107,7 +120,8 @@ class Uploads(Resource):
             raise AzureOpenAIInvalidArgumentError(
                 "data", "give the part's bytes as data, or content and size"
             )
-        check_int(size, "size", minimum=1, maximum=MAX_PART_BYTES)
+        else:
+            check_int(size, "size", minimum=1, maximum=MAX_PART_BYTES)
         body = MultipartBody(
             fields={},
             file_field="data",
@@ -229,7 +243,7 @@ class Uploads(Resource):
         try:
             self.cancel_upload(upload_id=upload_id)
         except AzureOpenAIError as exc:
-            self.log.warning("Could not cancel upload %s: %s", upload_id, exc)
+            self.log.warning("Could not cancel upload %r: %s", upload_id, exc)  # %r: maybe not an id
             return False
         self.log.warning("Upload %s cancelled", upload_id)
         return True

@@ -53,6 +53,8 @@ class MultipartUploads:
         on_checkpoint: CheckpointListener | None = None,
         keep_on_failure: bool | KeepPolicy = False,
         on_md5: Callable[[str], None] | None = None,
+        expires_after: int | None = None,
+        validate: bool = False,
     ) -> Upload:
         """Upload a file of up to 9 GiB: create (or resume) an Upload, send parts in parallel, complete it.
 
@@ -74,6 +76,11 @@ class MultipartUploads:
         :param on_upload_created: called with the upload id once it exists (or is resumed).
         :param on_md5: called once with the content's hex md5, after the last part and before completing
             (operators put it in their lineage).
+        :param expires_after: the file expires this many seconds after its creation (batch input files: 14
+            to 30 days, others 1 hour to 30 days).
+        :param validate: check a ``batch`` or ``fine-tune`` dataset before any request (see
+            :meth:`Files.prepare_upload <airflow_provider_aoai.resources.files.Files.prepare_upload>`); its
+            md5 comes from the same read, so the upload makes no md5 pass of its own.
         :raises AzureOpenAIInvalidArgumentError: bad source, purpose, part_size, ...; nothing is sent.
         :raises AzureOpenAIUploadError: the upload gave up (``.cancelled`` says whether it was cancelled).
         :raises AzureOpenAISourceChangedError: the source changed during the upload; it was cancelled.
@@ -91,6 +98,8 @@ class MultipartUploads:
             on_checkpoint=on_checkpoint,
             keep_on_failure=keep_on_failure,
             on_md5=on_md5,
+            expires_after=expires_after,
+            validate=validate,
         )
 
     def run(
@@ -107,6 +116,8 @@ class MultipartUploads:
         on_checkpoint: CheckpointListener | None = None,
         keep_on_failure: bool | KeepPolicy = False,
         on_md5: Callable[[str], None] | None = None,
+        expires_after: int | None = None,
+        validate: bool = False,
     ) -> Upload:
         """:meth:`upload_multipart` with its options already checked (an operator checks them at parse)."""
         self.uploads.require("upload_multipart", self.uploads.surface.supports_uploads)
@@ -129,7 +140,12 @@ class MultipartUploads:
         if not (isinstance(keep_on_failure, bool) or callable(keep_on_failure)):
             raise AzureOpenAIInvalidArgumentError("keep_on_failure", "must be a bool or a callable")
         request = self.files.prepare_upload(
-            source=source, purpose=purpose, filename=filename, operation="create_upload"
+            source=source,
+            purpose=purpose,
+            filename=filename,
+            expires_after=expires_after,
+            validate=validate,
+            operation="create_upload",
         )
         opened, name = request.source, request.filename
         check_part_count(options.part_size, opened.size)
@@ -145,9 +161,7 @@ class MultipartUploads:
         return ResumableUpload(
             self.files,
             self.uploads,
-            source=opened,
-            filename=name,
-            purpose=purpose,
+            request=request,
             mime_type=mime_type,
             part_size=options.part_size,
             max_concurrency=options.max_concurrency,

@@ -175,10 +175,13 @@ def send_parts(
     accepted: Mapping[int, str] | None = None,
     on_accepted: Callable[[int, str], None] | None = None,
     stop: threading.Event | None = None,
+    md5: str | None = None,
 ) -> PartsResult:
     """Send every part of ``source`` not in ``accepted``, in parallel; return the part ids and the md5.
 
-    ``on_accepted(index, part_id)`` is called as each part is accepted (from a sending thread). The first
+    ``md5``: the content's, when a check already read the source whole (a local file then needs no md5 pass;
+    the service still verifies it against the parts it got). ``on_accepted(index, part_id)`` is called as
+    each part is accepted (from a sending thread). The first
     part that fails for good halts the others; parts already in flight finish (so a later try can resume
     from them), then the first failure is raised. A set ``stop`` returns at once, without waiting for the
     parts in flight (the caller aborts their sockets).
@@ -191,7 +194,9 @@ def send_parts(
     missing = [index for index in range(count) if index not in accepted]
     sender = _Sender(max(1, min(max_concurrency, len(missing) or 1)), send_part, on_accepted)
     try:
-        if source.local_path is not None:
+        if source.local_path is not None and md5 is not None:
+            _Pacer(missing, part_size, source.size, sender, source).release_all()
+        elif source.local_path is not None:
             md5 = _send_streamed(source, part_size, missing, sender, stop)
         else:
             md5 = _send_buffered(source, part_size, count, set(missing), sender, max_concurrency, stop)
@@ -221,8 +226,7 @@ class _Pacer:
 
     The md5 pass is one core's work that cannot be split, and an upload ends only when it does. When the
     network is faster than md5 (a fast link, loopback), parts sent all at once early on take the CPU from
-    it and then leave a core idle (measured on 2 cores: 4 parts in flight went from 380 to 460-500 MB/s,
-    the md5 rate being 520). So a part starts only while the parts started so far hold at most one part
+    it and then leave a core idle (docs/performance.md, "Uploads", has the measurement). So a part starts only while the parts started so far hold at most one part
     more than the pass has hashed. As soon as sending is seen to lag hashing (a slow link: the parts in
     flight have read less than the pass), every part may start.
     """

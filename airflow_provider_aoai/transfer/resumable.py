@@ -32,18 +32,15 @@ from airflow_provider_aoai.exceptions import (
     AzureOpenAIStoppedError,
     AzureOpenAIUploadError,
 )
-from airflow_provider_aoai.models import File, FileOutcome, Upload, file_outcome
-from airflow_provider_aoai.sources import Source, verify_content
+from airflow_provider_aoai.models import FileOutcome, Upload, file_outcome
+from airflow_provider_aoai.sources import verify_content
 from airflow_provider_aoai.transfer.checkpoint import UploadCheckpoint
 from airflow_provider_aoai.transfer.parts import Progress, part_count, send_parts
 
 if TYPE_CHECKING:
     from airflow_provider_aoai.http.forms import PartContent
-    from airflow_provider_aoai.resources.files import Files
+    from airflow_provider_aoai.resources.files import Files, UploadRequest
     from airflow_provider_aoai.resources.uploads import Uploads
-
-# An upload this close to its expiry is not worth resuming: the remaining parts may not make it in time.
-EXPIRY_MARGIN_SECONDS = 5 * 60
 
 CheckpointListener = Callable[[UploadCheckpoint, "int | None"], None]
 KeepPolicy = Callable[[BaseException], bool]
@@ -85,9 +82,7 @@ class ResumableUpload:
         files: Files,
         uploads: Uploads,
         *,
-        source: Source,
-        filename: str,
-        purpose: str,
+        request: UploadRequest,
         mime_type: str,
         part_size: int,
         max_concurrency: int,
@@ -101,9 +96,8 @@ class ResumableUpload:
     ) -> None:
         self.files = files
         self.uploads = uploads
-        self.source = source
-        self.filename = filename
-        self.purpose = purpose
+        self.request = request
+        self.source = request.source
         self.mime_type = mime_type
         self.part_size = part_size
         self.max_concurrency = max_concurrency
@@ -132,41 +126,6 @@ class ResumableUpload:
             self._report(index)
 
     # ------------------------------------------------------------------ resume decisions
-    def _why_not_resume(self, checkpoint: UploadCheckpoint) -> str | None:
-        if checkpoint.endpoint != self.uploads.client.base_url:
-            return "the connection now points at another endpoint"
-        if (checkpoint.filename, checkpoint.purpose) != (self.filename, self.purpose):
-            return "the filename or purpose changed"
-        if checkpoint.part_size != self.part_size:
-            return f"the part size changed ({checkpoint.part_size} -> {self.part_size} bytes)"
-        if checkpoint.fingerprint != self.source.fingerprint:
-            change = checkpoint.fingerprint.describe_change(self.source.fingerprint)
-            return f"the source changed since the upload started: {change}"
-        expires_at = checkpoint.expires_at
-        if (
-            checkpoint.file_id is None
-            and expires_at is not None
-            and expires_at - time.time() < EXPIRY_MARGIN_SECONDS
-        ):
-            return "the upload has expired (or is about to)"
-        return None
-
-    def _upload_of(self, checkpoint: UploadCheckpoint, file: File | None = None) -> Upload:
-        upload: Upload = {
-            "object": "upload",
-            "id": checkpoint.upload_id,
-            "bytes": checkpoint.total_bytes,
-            "created_at": checkpoint.created_at,
-            "filename": checkpoint.filename,
-            "purpose": checkpoint.purpose,
-            "status": "completed" if file is not None else "pending",
-        }
-        if checkpoint.expires_at is not None:
-            upload["expires_at"] = checkpoint.expires_at
-        if file is not None:
-            upload["file"] = file
-        return upload
-
     def _reattach_completed(self, checkpoint: UploadCheckpoint) -> Upload | None:
         """The Upload of a checkpoint that recorded its completion, if its file is still usable."""
         file_id = checkpoint.file_id
@@ -194,26 +153,29 @@ class ResumableUpload:
             checkpoint.upload_id,
             file_id,
         )
-        return self._upload_of(checkpoint, file)
+        return checkpoint.as_upload(file)
 
     def _start(self) -> UploadCheckpoint:
+        request = self.request
         upload = self.uploads.create_upload(
-            filename=self.filename,
-            purpose=self.purpose,
+            filename=request.filename,
+            purpose=request.purpose,
             total_bytes=self.source.size,
             mime_type=self.mime_type,
             stop=self.stop,
+            expires_after=request.expires_after,
         )
         expires_at = upload.get("expires_at")
         checkpoint = UploadCheckpoint(
             upload_id=upload["id"],
             endpoint=self.uploads.client.base_url,
-            filename=self.filename,
-            purpose=self.purpose,
+            filename=request.filename,
+            purpose=request.purpose,
             part_size=self.part_size,
             fingerprint=self.source.fingerprint,
             created_at=int(upload.get("created_at") or time.time()),
             expires_at=int(expires_at) if isinstance(expires_at, (int, float)) else None,
+            file_expires_after=request.expires_after,
         )
         try:
             with self._lock:
@@ -236,7 +198,7 @@ class ResumableUpload:
     def run(self) -> Upload:
         resumed = self.resume_from
         if resumed is not None:
-            reason = self._why_not_resume(resumed)
+            reason = resumed.why_not_resume(self.uploads.client.base_url, self.request, self.part_size)
             if reason is None and resumed.file_id is not None:
                 done = self._reattach_completed(resumed)
                 if done is not None:
@@ -307,6 +269,7 @@ class ResumableUpload:
                 accepted=dict(checkpoint.parts),
                 on_accepted=self._accepted,
                 stop=self.stop,
+                md5=self.request.md5,
             )
             self.source.check_unchanged()
             if self.source.fingerprint.marker is None:  # nothing else to tell a rewrite by
@@ -317,7 +280,7 @@ class ResumableUpload:
                 upload_id=upload_id,
                 part_ids=result.part_ids,
                 md5=result.md5,
-                upload=self._upload_of(checkpoint),
+                upload=checkpoint.as_upload(),
                 stop=self.stop,
             )
         except (AzureOpenAINotFoundError, AzureOpenAIConflictError) as exc:

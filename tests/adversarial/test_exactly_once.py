@@ -51,8 +51,8 @@ def test_a_retry_never_adopts_another_tasks_import_of_the_same_name(dag_env, emu
 def test_a_retry_never_adopts_another_tasks_upload_of_the_same_name_and_size(dag_env, emulator, tmp_path):
     """FINDING (same class, upload-file): sources of equal size and the same target filename."""
     source_a, source_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    source_a.write_bytes(jsonl([_line("AAAA")] * 3))
-    source_b.write_bytes(jsonl([_line("BBBB")] * 3))
+    source_a.write_bytes(jsonl([_line("AAAA")] * 10))  # 10: the fewest examples a fine-tune file may hold
+    source_b.write_bytes(jsonl([_line("BBBB")] * 10))
     assert source_a.stat().st_size == source_b.stat().st_size
     dag = load_dag("adv_reattach_same_name_upload")
     run = dag.test(run_conf={**dag_env, "source_a": str(source_a), "source_b": str(source_b)})

@@ -57,7 +57,10 @@ EXTRAS = {
     "timeout": 30,
     "max_retries": 2,
     "retry_backoff": 0.25,
+    "max_retry_wait": 120,
+    "foundry_route": "agents",  # a data plane endpoint ignores it; the form must still keep it
 }
+SELECTS = ("auth_type", "foundry_route")  # enum extras: the form shows them as select boxes
 UI_TIMEOUT = 30
 
 
@@ -162,11 +165,18 @@ def fill(field, value) -> None:
 
 def choose(driver, combobox, option: str) -> None:
     """Pick ``option`` in one of the UI's searchable select boxes."""
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
     combobox.click()
     combobox.send_keys(option)
-    time.sleep(0.5)  # the list filters as one types; Enter takes the first match once it is shown
+
+    def shown(d) -> bool:  # the list filters as one types; Enter takes the first match once it is shown
+        options = d.find_elements(By.XPATH, "//*[@role='option']")
+        return bool(options) and option in options[0].text
+
+    WebDriverWait(driver, UI_TIMEOUT).until(shown)
     combobox.send_keys(Keys.ENTER)
 
 
@@ -244,12 +254,13 @@ def test_add_test_save_reopen_resave_round_trips_every_extra(airflow_ui, emulato
         By.XPATH, "//button[contains(., 'Extra Fields') and not(contains(., 'JSON'))]"
     ).click()
     for name, value in EXTRAS.items():
-        if name == "auth_type":
-            box = driver.find_element(By.XPATH, "//input[@name='element_auth_type']/preceding::input[1]")
+        if name in SELECTS:
+            box = driver.find_element(By.XPATH, f"//input[@name='element_{name}']/preceding::input[1]")
             choose(driver, box, value)
         else:
             fill(driver.find_element(By.NAME, f"element_{name}"), value)
-    assert driver.find_element(By.NAME, "element_auth_type").get_attribute("value") == "managed_identity"
+    for name in SELECTS:
+        assert driver.find_element(By.NAME, f"element_{name}").get_attribute("value") == EXTRAS[name]
     save(driver, "successfully created")
     assert API_KEY not in driver.page_source
 
