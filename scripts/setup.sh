@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install the project (editable) with its test extras, pinned by constraints.txt.
+# Create .venv (if missing) and install the project (editable) with its test extras, pinned by constraints.txt
+# (with constraints.txt, also the system extra: see EXTRAS below).
 # Re-installs only when pyproject.toml, the constraints or the extras changed. Needs only python3 (3.11+).
 # Environment variables select another environment:
 #   VENV=.venv-airflow2 CONSTRAINTS=constraints-airflow2.txt bash scripts/test.sh   # Airflow 2.11
@@ -10,7 +11,11 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 CONSTRAINTS="${CONSTRAINTS:-constraints.txt}"
-EXTRAS="${EXTRAS:-test}"
+# The Airflow 3.3 environment (constraints.txt, the default) also gets the system tests' extra: the Celery
+# provider and the PostgreSQL drivers. The Airflow 2.11 and lowest-bounds environments, which leave the system
+# tests out, get only the test extra.
+if [ "$CONSTRAINTS" = constraints.txt ]; then default_extras=test,system; else default_extras=test; fi
+EXTRAS="${EXTRAS:-$default_extras}"
 stamp="$VENV/.aoai-installed-${EXTRAS//,/-}"
 want="$("$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest())' pyproject.toml "$CONSTRAINTS")"
 # A venv whose interpreter no longer starts (Python upgraded or removed) is rebuilt.

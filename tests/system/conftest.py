@@ -1,14 +1,17 @@
-"""Fixtures of the system tests: one real Airflow 3.3 deployment (and emulator) for the whole session.
+"""Fixtures of the system tests: a real Airflow 3.3 deployment (and emulator) per test module.
 
-The system tests start Airflow's components as separate processes and take about two minutes. They are part
-of the whole suite (``bash scripts/test.sh``); leave them out of a quick loop with ``-m "not system"``.
+The system tests start Airflow's components as separate processes: ``test_exactly_once.py`` takes about two
+minutes, ``test_celery_scale.py`` (CeleryExecutor, PostgreSQL, Redis) about five more. They are part of the
+whole suite (``bash scripts/test.sh``); leave them out of a quick loop with ``-m "not system"``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -49,13 +52,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """Emulator, api-server, scheduler, dag-processor and triggerer, started once and always stopped."""
-    if AIRFLOW_TOO_OLD:
-        pytest.skip(AIRFLOW_TOO_OLD_REASON)
-    root = tmp_path_factory.mktemp("aoai-system")
-    deployment = Deployment(root, DAGS, DAG_IDS)
+@contextlib.contextmanager
+def running(request: pytest.FixtureRequest, deployment: Deployment) -> Iterator[Deployment]:
+    """Start ``deployment``, yield it, and always stop it; its root is removed when no test failed.
+
+    While it runs, its logs are what a failing system test's report shows, and SIGTERM or SIGHUP (a CI
+    timeout, `kill`) interrupt pytest so that the deployment is still stopped.
+    """
+    previous_deployment = request.config.stash.get(_deployment_key, None)
     request.config.stash[_deployment_key] = deployment
     started = time.monotonic()
 
@@ -65,19 +69,38 @@ def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     # A CI timeout or `kill` sends SIGTERM, which would end pytest without teardown and leave every
     # component (each in its own session) running.
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    started_up = False
     try:
         deployment.start()
+        started_up = True
         with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
             print(
-                f"\n[system] deployment ready in {time.monotonic() - started:.1f}s (root {root})", flush=True
+                f"\n[system] {type(deployment).__name__} ready in {time.monotonic() - started:.1f}s "
+                f"(root {deployment.root})",
+                flush=True,
             )
         yield deployment
     finally:
         deployment.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if request.session.testsfailed == 0:
-            shutil.rmtree(root, ignore_errors=True)
+        if previous_deployment is not None:
+            request.config.stash[_deployment_key] = previous_deployment
+        else:
+            del request.config.stash[_deployment_key]
+        if started_up and request.session.testsfailed == 0:  # a failed start keeps its logs too
+            shutil.rmtree(deployment.root, ignore_errors=True)
+
+
+# Module scope: the deployment of test_exactly_once.py is stopped before another module starts its own (two
+# deployments at once would share the 2 cores, and the log server ports).
+@pytest.fixture(scope="module")
+def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Emulator, api-server, scheduler, dag-processor and triggerer, started once and always stopped."""
+    if AIRFLOW_TOO_OLD:
+        pytest.skip(AIRFLOW_TOO_OLD_REASON)
+    with running(request, Deployment(tmp_path_factory.mktemp("aoai-system"), DAGS, DAG_IDS)) as deployment:
+        yield deployment
 
 
 @pytest.fixture
@@ -107,3 +130,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             ("airflow deployment logs", deployment.diagnostics(since=item.stash.get(_started_key, 0.0)))
         )
     return report
+
+
+@pytest.fixture
+def say(capsys: pytest.CaptureFixture[str]):
+    """Print straight to the terminal (not captured): the scenarios' figures are part of the proof."""
+
+    def say(*lines: str) -> None:
+        with capsys.disabled():
+            print()
+            for line in lines:
+                print(f"[system] {line}", flush=True)
+
+    return say

@@ -7,9 +7,12 @@ below, tuned for speed, and ``AIRFLOW_CONN_AOAI_DEFAULT`` pointing at the emulat
 group and writes its output to ``<root>/logs/<name>.log``. :meth:`Deployment.stop` ends every process it
 started and their descendants (task supervisors and task processes included), even when a test failed.
 
-:class:`AirflowAPI` is what a user has: the REST API with a JWT from the simple auth manager's token
-endpoint. :class:`EmulatorControl` is the emulator's HTTP control surface (faults, link, request log, blobs)
-plus the data-plane calls a test needs to inspect the service (list files, download content).
+Its clients, :class:`~tests.system.clients.AirflowAPI` (the REST API, as a user has it) and
+:class:`~tests.system.clients.EmulatorControl` (the emulator's control surface and data-plane reads), live in
+:mod:`tests.system.clients`. A subclass changes the configuration (:meth:`Deployment.airflow_config`,
+:meth:`~Deployment.connection_extra`, :meth:`~Deployment.emulator_options`) and the components it starts
+(:attr:`~Deployment.components`, :meth:`~Deployment.start_component`), as
+:mod:`tests.system.celery_deployment` does.
 
 Nothing here sleeps for a fixed time: every wait is :func:`wait_for`, a condition with a deadline.
 """
@@ -35,13 +38,13 @@ from typing import Any, Literal, TypeVar
 import psutil  # type: ignore[import-untyped]
 import requests
 
+from tests.system.clients import AirflowAPI, DeploymentError, EmulatorControl
+
 T = TypeVar("T")
 
-API_VERSION = "2024-10-21"
 # Every file takes this long from pending to processed, long enough for a test to kill a task (or the
 # triggerer) while it waits.
 PROCESSING_SECONDS = 15
-HTTP_TIMEOUT = 15.0
 STARTUP_TIMEOUT = 180.0  # migrate + four components on a busy 2-core machine
 STOP_TIMEOUT = 15.0
 # Every wait of the tests is also cut at this many seconds after the deployment started, so the whole
@@ -56,10 +59,6 @@ SUPERVISOR_ESCALATION_SECONDS = 5.0
 # Processes of every Deployment not yet stopped: the atexit safety net ends them if a test run is
 # interrupted in a way that skips fixture teardown.
 _LIVE: list[Deployment] = []
-
-
-class DeploymentError(RuntimeError):
-    """A component failed to start, died, or a wait ran out of time."""
 
 
 def wait_for(
@@ -157,147 +156,6 @@ class Component:
         return tree
 
 
-# ------------------------------------------------------------------------------------------ clients
-class EmulatorControl:
-    """The emulator process over HTTP: its control surface and the data-plane reads a test needs."""
-
-    def __init__(self, url: str, api_key: str) -> None:
-        self.url = url
-        self.api_key = api_key
-        self.session = requests.Session()
-        self.session.headers["api-key"] = api_key  # the control endpoints need the key, like the service
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.session.request(method, f"{self.url}{path}", timeout=HTTP_TIMEOUT, **kwargs)
-        response.raise_for_status()
-        return response.json()
-
-    def reset(self) -> None:
-        """Forget scripted faults, the link settings and the request log."""
-        self._json("DELETE", "/_emulator/faults")
-
-    def inject(self, operation: str, **fault: Any) -> requests.Response:
-        """Script a fault (see ``emulator/faults.py``); returns the raw answer so callers can see a 400."""
-        return self.session.post(
-            f"{self.url}/_emulator/faults", json={"operation": operation, **fault}, timeout=HTTP_TIMEOUT
-        )
-
-    def set_link(self, *, bandwidth_bytes_per_second: float | None, latency_seconds: float = 0.0) -> None:
-        self._json(
-            "POST",
-            "/_emulator/link",
-            json={
-                "bandwidth_bytes_per_second": bandwidth_bytes_per_second,
-                "latency_seconds": latency_seconds,
-            },
-        )
-
-    def requests(self, operation: str | None = None) -> list[dict[str, Any]]:
-        """The request log (method, path, operation, status, fault), oldest first."""
-        log = self._json("GET", "/_emulator/faults")["requests"]
-        return [r for r in log if operation is None or r["operation"] == operation]
-
-    def put_blob(self, name: str, data: bytes) -> str:
-        """Store a blob in the emulator's container and return a SAS-like URL the service can import."""
-        response = self.session.put(f"{self.url}/_emulator/blobs/{name}", data=data, timeout=HTTP_TIMEOUT)
-        response.raise_for_status()
-        return f"{self.url}/_emulator/blobs/{name}?sv=2024-05-04&sr=b&sig=systest-signature"
-
-    def files(self, filename: str | None = None) -> list[dict[str, Any]]:
-        files = self._json(
-            "GET", "/openai/files", params={"api-version": API_VERSION}, headers={"api-key": self.api_key}
-        )["data"]
-        return [f for f in files if filename is None or f["filename"] == filename]
-
-    def file(self, file_id: str) -> dict[str, Any]:
-        return self._json(
-            "GET",
-            f"/openai/files/{file_id}",
-            params={"api-version": API_VERSION},
-            headers={"api-key": self.api_key},
-        )
-
-    def content(self, file_id: str) -> bytes:
-        response = self.session.get(
-            f"{self.url}/openai/files/{file_id}/content",
-            params={"api-version": API_VERSION},
-            headers={"api-key": self.api_key},
-            timeout=60,
-        )
-        response.raise_for_status()
-        return response.content
-
-
-class AirflowAPI:
-    """The Airflow REST API as a user calls it: a JWT from the simple auth manager, then ``/api/v2``."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.session = requests.Session()
-        self.triggered: list[tuple[str, str]] = []  # (dag_id, run_id), for diagnostics and cleanup
-
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.session.get(f"{self.url}{path}", timeout=HTTP_TIMEOUT, **kwargs)
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.session.request(method, f"{self.url}{path}", timeout=HTTP_TIMEOUT, **kwargs)
-        if response.status_code >= 400:
-            raise DeploymentError(f"{method} {path} answered {response.status_code}: {response.text[:500]}")
-        return response.json()
-
-    def login(self, username: str, password: str) -> None:
-        """Get a JWT from the simple auth manager's token endpoint and send it with every call."""
-        token = self._json("POST", "/auth/token", json={"username": username, "password": password})
-        self.session.headers["Authorization"] = f"Bearer {token['access_token']}"
-
-    def health(self) -> dict[str, Any]:
-        return self._json("GET", "/api/v2/monitor/health")
-
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        """``POST /api/v2/dags/{dag_id}/dagRuns`` with ``logical_date: null``; returns the run id."""
-        run = self._json(
-            "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
-        )
-        self.triggered.append((dag_id, run["dag_run_id"]))
-        return run["dag_run_id"]
-
-    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-
-    def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
-        self._json("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", json={"state": state})
-
-    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
-
-    def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
-        """Every try of a task instance (state, pid, ...), oldest first."""
-        document = self._json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries")
-        return sorted(document["task_instances"], key=lambda t: t["try_number"])
-
-    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
-        """What "Mark failed/success" in the UI does: ``PATCH`` the task instance's state."""
-        self._json(
-            "PATCH",
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}",
-            json={"new_state": state},
-        )
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        entry = self._json(
-            "GET",
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
-            params={"deserialize": "true"},
-        )
-        value = entry["value"]
-        return json.loads(value) if isinstance(value, str) and value[:1] in "[{" else value
-
-    def state_store(self, dag_id: str, run_id: str, task_id: str) -> Any:
-        """The task instance's ``task_state_store`` entries (Airflow 3.3), or ``None`` when not served."""
-        response = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/state-store")
-        return response.json() if response.status_code == 200 else None
-
-
 # ------------------------------------------------------------------------------------------ deployment
 class Deployment:
     """Emulator + Airflow (api-server, scheduler, dag-processor, triggerer) as separate processes.
@@ -308,6 +166,10 @@ class Deployment:
     """
 
     components = ("api-server", "scheduler", "dag-processor", "triggerer")
+    # What a subclass may change: the emulator's processing time and its other options, the budget of waits.
+    processing_seconds: float = PROCESSING_SECONDS
+    budget_seconds: float = BUDGET_SECONDS
+    diagnostic_task_logs: int | None = None  # a failure's report shows at most this many task logs
 
     def __init__(self, root: Path, dags_folder: Path, dag_ids: list[str]) -> None:
         self.root = root
@@ -322,7 +184,7 @@ class Deployment:
         self.env: dict[str, str] = {}
         self._emulator: EmulatorControl | None = None
         self._api: AirflowAPI | None = None
-        self.budget_ends = time.monotonic() + BUDGET_SECONDS
+        self.budget_ends = time.monotonic() + self.budget_seconds
 
     @property
     def emulator(self) -> EmulatorControl:
@@ -337,9 +199,9 @@ class Deployment:
         return self._api
 
     # ---------------------------------------------------------------- configuration
-    def _environment(self, emulator_url: str, api_port: int) -> dict[str, str]:
-        env = environ_without_airflow()
-        config = {
+    def airflow_config(self, api_port: int) -> dict[str, dict[str, str]]:
+        """Airflow's configuration, by section and option (a subclass may extend it)."""
+        return {
             "core": {
                 "dags_folder": str(self.dags_folder),
                 "load_examples": "False",
@@ -372,7 +234,18 @@ class Deployment:
             "workers": {"min_heartbeat_interval": str(SUPERVISOR_HEARTBEAT_SECONDS)},
             "logging": {"logging_level": "INFO"},
         }
-        for section, options in config.items():
+
+    def connection_extra(self) -> dict[str, Any]:
+        """The ``extra`` of the ``aoai_default`` connection."""
+        return {"max_retries": 3, "retry_backoff": 0.1, "timeout": 60}
+
+    def emulator_options(self) -> list[str]:
+        """Command line options of the emulator besides port, api key, processing time and data dir."""
+        return []
+
+    def _environment(self, emulator_url: str, api_port: int) -> dict[str, str]:
+        env = environ_without_airflow()
+        for section, options in self.airflow_config(api_port).items():
             for option, value in options.items():
                 env[f"AIRFLOW__{section.upper()}__{option.upper()}"] = value
         env["AIRFLOW_HOME"] = str(self.home)
@@ -381,7 +254,7 @@ class Deployment:
                 "conn_type": "aoai",
                 "host": emulator_url,
                 "password": self.api_key,
-                "extra": {"max_retries": 3, "retry_backoff": 0.1, "timeout": 60},
+                "extra": self.connection_extra(),
             }
         )
         env["PYTHONUNBUFFERED"] = "1"
@@ -419,7 +292,7 @@ class Deployment:
     def start(self) -> None:
         """Start everything; return once the API answers, all components are healthy and the DAGs parsed."""
         _LIVE.append(self)
-        self.budget_ends = time.monotonic() + BUDGET_SECONDS
+        self.budget_ends = time.monotonic() + self.budget_seconds
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({"admin": self.password}))
 
@@ -434,9 +307,10 @@ class Deployment:
                 "--api-key",
                 self.api_key,
                 "--processing-seconds",
-                str(PROCESSING_SECONDS),
+                str(self.processing_seconds),
                 "--data-dir",
                 str(self.root / "emulator"),
+                *self.emulator_options(),
             ],
             env=environ_without_airflow(),
         )
@@ -520,7 +394,7 @@ class Deployment:
         """:func:`wait_for` that also stops early when a component died, and within the module's budget."""
         remaining = self.budget_ends - time.monotonic()
         if remaining <= 0:
-            raise DeploymentError(f"the system tests' budget of {BUDGET_SECONDS:.0f}s is spent")
+            raise DeploymentError(f"the system tests' budget of {self.budget_seconds:.0f}s is spent")
         return wait_for(
             condition, timeout=min(timeout, remaining), what=what, interval=interval, check=self.check_alive
         )
@@ -638,10 +512,17 @@ class Deployment:
                     f"===== {component.name} ({state}): {component.log_path}",
                     tail(component.log_path, 20),
                 ]
-        for dag_id, run_id in self._api.triggered if self._api else []:
-            for name, path in self.task_logs(dag_id, run_id).items():
-                if path.stat().st_mtime >= since:
-                    out += [f"===== task log {dag_id} {run_id} {name}", tail(path, 25)]
+        logs = [
+            (path.stat().st_mtime, f"===== task log {dag_id} {run_id} {name}", path)
+            for dag_id, run_id in (self._api.triggered if self._api else [])
+            for name, path in self.task_logs(dag_id, run_id).items()
+            if path.stat().st_mtime >= since
+        ]
+        if self.diagnostic_task_logs is not None and len(logs) > self.diagnostic_task_logs:
+            out.append(f"===== the {self.diagnostic_task_logs} task logs written last of {len(logs)}:")
+            logs = sorted(logs, key=lambda log: log[0])[-self.diagnostic_task_logs :]
+        for _, header, path in logs:
+            out += [header, tail(path, 25)]
         return "\n".join(out)
 
 

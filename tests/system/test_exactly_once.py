@@ -48,19 +48,6 @@ CHAT_LINE = {
 }
 
 
-@pytest.fixture
-def say(capsys: pytest.CaptureFixture[str]):
-    """Print straight to the terminal (not captured): the scenarios' figures are part of the proof."""
-
-    def say(*lines: str) -> None:
-        with capsys.disabled():
-            print()
-            for line in lines:
-                print(f"[system] {line}", flush=True)
-
-    return say
-
-
 def unique(prefix: str, suffix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}{suffix}"
 
