@@ -117,28 +117,33 @@ class Server:
         shutil.rmtree(self.spool, ignore_errors=True)
 
 
-def run_worker(mode: str, server: Server, *args: str) -> tuple[dict, int]:
-    """Run one worker; return its JSON output (plus its CPU seconds) and its own peak RSS in bytes."""
-    env = {
-        **os.environ,
-        "BENCH_API_KEY": API_KEY,
-        "AIRFLOW_CONN_AOAI_BENCH": json.dumps({"conn_type": "aoai", "host": server.url, "password": API_KEY}),
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-c", WORKER, mode, server.url, *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+def run_child(command: list[str], env: dict[str, str], label: str) -> tuple[dict, os.struct_rusage]:
+    """Run one child process to its end; the JSON of its last stdout line, and its own resource usage."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     assert process.stdout is not None and process.stderr is not None
     out, err = process.stdout.read(), process.stderr.read()
     process.stdout.close()
     process.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{mode} worker failed:\n{err.decode()[-3000:]}")
-    result = json.loads(out.decode().strip().splitlines()[-1])
+        raise SystemExit(f"{label} failed:\n{err.decode()[-3000:]}")
+    return json.loads(out.decode().strip().splitlines()[-1]), usage
+
+
+def worker_env(server: Server) -> dict[str, str]:
+    """The environment of a worker talking to ``server``: its connection, quiet logging."""
+    return {
+        **os.environ,
+        "BENCH_API_KEY": API_KEY,
+        "AIRFLOW_CONN_AOAI_BENCH": json.dumps({"conn_type": "aoai", "host": server.url, "password": API_KEY}),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+    }
+
+
+def run_worker(mode: str, server: Server, *args: str) -> tuple[dict, int]:
+    """Run one worker; return its JSON output (plus its CPU seconds) and its own peak RSS in bytes."""
+    command = [sys.executable, "-c", WORKER, mode, server.url, *args]
+    result, usage = run_child(command, worker_env(server), f"{mode} worker")
     result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     if "file_id" in result:
         server.wait_processed(result["file_id"])
