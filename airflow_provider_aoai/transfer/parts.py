@@ -226,9 +226,10 @@ class _Pacer:
 
     The md5 pass is one core's work that cannot be split, and an upload ends only when it does. When the
     network is faster than md5 (a fast link, loopback), parts sent all at once early on take the CPU from
-    it and then leave a core idle (docs/performance.md, "Uploads", has the measurement). So a part starts only while the parts started so far hold at most one part
-    more than the pass has hashed. As soon as sending is seen to lag hashing (a slow link: the parts in
-    flight have read less than the pass), every part may start.
+    it and then leave a core idle (docs/performance.md, "Uploads", has the measurement). So a part starts
+    only while the parts started so far hold at most one part more than the pass has hashed. As soon as
+    sending is seen to lag hashing (a slow link: the parts in flight have read less than the pass), every
+    part may start.
     """
 
     def __init__(
