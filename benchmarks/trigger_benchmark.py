@@ -18,7 +18,12 @@ After a warm-up of two poll intervals each is measured over ``--seconds``:
 * polls: statuses the waits received per second (counted in the child), and requests per second the
   emulator answered (``files.get`` + ``files.list``);
 * loop lag, over a second window of the same length: how late a 10 ms ticker on the loop wakes up (worst);
-* sockets: the most TCP connections open from the child to the emulator (sampled every 0.5 s).
+* sockets: the most TCP connections open from the child to the emulator (sampled every 0.5 s);
+* garbage collections over both windows: young ones (generation 0) per minute, and the full ones (generation
+  2: every object of the process, Airflow's included) with the longest. A full collection holds the event
+  loop for its whole length, so it sets the worst lag of the window it falls in; Python runs one once the
+  objects promoted to the oldest generation reach a quarter of it, and each young collection promotes what
+  is pending then, so a poller that allocates many objects per poll brings them on.
 
 Prints a table (or one JSON line with ``--json``).
 """
@@ -65,7 +70,16 @@ def start_emulator() -> tuple[subprocess.Popen, str]:
 # The child: the waits of one poller, then the CPU window, then the lag window. It prints "window" when the
 # CPU window starts, "end" when it ends, then one JSON line.
 CHILD = r"""
-import asyncio, json, os, sys, time
+import asyncio, gc, json, os, sys, time
+
+passes = []  # (generation, seconds) of every garbage collection once the windows start
+def timed(phase, info, started=[0.0]):
+    if phase == "start":
+        started[0] = time.perf_counter()
+    elif measuring:
+        passes.append((info["generation"], time.perf_counter() - started[0]))
+gc.callbacks.append(timed)
+measuring = False
 
 poller, poll, seconds, file_ids = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4].split(",")
 polls = 0
@@ -127,6 +141,8 @@ async def main():
     tasks = [asyncio.ensure_future(later(n * poll / len(waits), w)) for n, w in enumerate(waits)]
     await asyncio.sleep(2 * poll)  # warm-up: every wait has started and polled
     print("window", flush=True)  # the CPU window: nothing but the waits runs
+    global measuring
+    measuring = True
     before = polls
     await asyncio.sleep(seconds)
     counted = polls - before
@@ -143,8 +159,13 @@ async def main():
     await asyncio.gather(*tasks, return_exceptions=True)
     if session is not None:
         await session.close()
+    measuring = False
     lags.sort()
+    full = [pause for generation, pause in passes if generation == 2]
     return {
+        "gc_young_per_minute": sum(1 for g, _ in passes if g == 0) * 60 / (2 * seconds),
+        "gc_full": len(full),
+        "gc_full_ms_max": 1000 * max(full, default=0.0),
         "polls_per_second": counted / seconds,
         "lag_max_ms": 1000 * lags[-1],
         "lag_p99_ms": 1000 * lags[int(len(lags) * 0.99)],
@@ -275,6 +296,7 @@ def report(result: dict) -> None:
     )
     print(
         f"  {'poller':<22} {'CPU % of a core':>15} {'polls/s':>8} {'requests/s':>10} {'lag ms':>7} {'sockets':>7}"
+        f" {'young GCs/min':>13} {'full GCs (longest ms)':>21}"
     )
     names = {"ours": "ours", "ours_get_per_poll": "ours, a GET per poll", "aiohttp": "aiohttp (reference)"}
     for poller in POLLERS:
@@ -282,6 +304,7 @@ def report(result: dict) -> None:
         print(
             f"  {names[poller]:<22} {run['cpu_percent']:15.2f} {run['polls_per_second']:8.1f} "
             f"{run['requests_per_second']:10.1f} {run['lag_max_ms']:7.1f} {run['peak_sockets']:7d}"
+            f" {run['gc_young_per_minute']:13.1f} {run['gc_full']:>13d} ({run['gc_full_ms_max']:5.1f})"
         )
     print(
         f"  ours: {shown(result['cpu_ratio_to_aiohttp'], 2, at_least=False)} x the aiohttp poller's CPU"
