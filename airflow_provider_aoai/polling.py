@@ -15,6 +15,12 @@ trigger:
   list; otherwise by one GET each, spread over up to :data:`THREADS` threads by how long a request takes. A
   file missing from the list, or failed in it (for the whole ``status_details``), is read by a GET; a list
   that fails falls back to the GETs.
+* **Only the due files are kept from the list**, as it is parsed. A whole list of a thousand files, read
+  every second, is a thousand dicts alive at once each time, and Python runs a young garbage collection for
+  every 700 objects allocated and still alive: those collections promote the waits' pending futures and
+  coroutines to the oldest generation, and every minute and a half a full collection of all the triggerer's
+  objects held the event loop for about 100 ms. Kept to the due files, a thousand waits set off as few
+  collections as per-wait GETs do (``benchmarks/trigger_benchmark.py`` counts them).
 
 Measured side by side in one run (``benchmarks/RESULTS.md``), 1,000 waits polling every 10 s against the
 emulator: this design costs a fraction of the CPU of a bare aiohttp poller (one shared session, a GET per
@@ -180,7 +186,7 @@ class _Poller:
         index = 0
         try:
             hook = shared_clients.hook(conn_id)
-            listed = self.list_all(hook, costs) if by_list else {}
+            listed = self.list_polled(hook, costs, polls) if by_list else {}
             surface = hook.surface
             for index, poll in enumerate(polls):  # noqa: B007 - the except clause reads it
                 if poll.future.cancelled():
@@ -205,11 +211,14 @@ class _Poller:
             outcomes.extend((poll.future, None, exc) for poll in polls[index:])  # answered twice: kept once
         self.hand_back(outcomes)
 
-    def list_all(self, hook: Any, costs: _Costs) -> dict[str, File]:
-        """Every file of the connection by id; empty when the list failed (the polls are read one by one)."""
+    def list_polled(self, hook: Any, costs: _Costs, polls: Sequence[_Poll]) -> dict[str, File]:
+        """The polls' files by id, read from the list of the connection's files; empty when the list failed
+        (the polls are read one by one). The list keeps only these files as it is parsed: a list of all the
+        files would hold thousands of dicts each second, which sets off the garbage collector (see
+        :meth:`~airflow_provider_aoai.resources.files.Files.list_files`)."""
         cpu = time.thread_time()
         try:
-            files = hook.list_files()
+            files = hook.list_files(ids=list({poll.file_id for poll in polls}))
         except AzureOpenAIError:
             with self.lock:
                 costs.listed(None)  # no cheaper than the GETs until measured again

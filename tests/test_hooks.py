@@ -425,6 +425,81 @@ def test_list_files_follows_pages(emulator, monkeypatch, chat_file):
     assert [f["id"] for f in hook.list_files()] == [f["id"] for f in everything]
 
 
+def test_list_files_by_ids_keeps_only_those_and_pages_past_the_dropped(emulator, monkeypatch, chat_file):
+    set_connection(
+        monkeypatch, "aoai_pages", host=emulator.url, password=API_KEY, extra={"api_version": "v1"}
+    )
+    hook = AzureOpenAIHook(aoai_conn_id="aoai_pages")
+    uploaded = [hook.upload_file(source=chat_file, purpose="fine-tune")["id"] for _ in range(5)]
+    everything = [f["id"] for f in hook.list_files()]
+    wanted = [uploaded[3], uploaded[1]]
+    in_list_order = [i for i in everything if i in wanted]
+    files = hook.list_files(ids=wanted)
+    assert [f["id"] for f in files] == in_list_order
+    assert files == [f for f in hook.list_files() if f["id"] in wanted]  # whole, as the plain list has them
+    # Pages of two: most pages end with a file that is dropped, and the next page must still start after it.
+    original = hook.client.request_object
+    pages = []
+
+    def two_per_page(method, path, **kwargs):
+        kwargs["params"] = {**(kwargs.get("params") or {}), "limit": 2}
+        pages.append(kwargs["params"].get("after"))
+        return original(method, path, **kwargs)
+
+    monkeypatch.setattr(hook.client, "request_object", two_per_page)
+    assert [f["id"] for f in hook.list_files(ids=wanted)] == in_list_order
+    assert pages == [None, *everything[1:-1:2]]  # each page after the last file of the one before
+    assert hook.list_files(ids=["file-00000000000000000000000000000000"]) == []
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ("file-abc", "non-empty list of ids"),  # a string is not a list of one id
+        ([], "non-empty list of ids"),
+        ({"file-abc"}, "non-empty list of ids"),
+        ([7], r"ids\[0\].*string id"),
+        (["file-abc", "file-a/../b"], r"ids\[1\].*'/'"),
+        (["file-abc", "file-abc"], "more than once"),
+    ],
+)
+def test_list_files_by_ids_refuses_bad_ids_before_asking(hook, emulator, ids, message):
+    before = request_count(emulator)
+    with pytest.raises(AzureOpenAIInvalidArgumentError, match=message):
+        hook.list_files(ids=ids)
+    assert request_count(emulator) == before
+
+
+def test_a_long_list_by_ids_never_holds_its_other_files(monkeypatch, tmp_path):
+    """The files not asked for are freed as they are parsed: a list of 2,000 files read for one of them sets
+    off no young garbage collection, where the whole list sets off several (each dict counts while it lives).
+    The emulator runs in a process of its own here: its allocations would count in this one."""
+    import gc
+
+    from airflow_provider_aoai.emulator import Emulator
+    from tests.emulator_api import emulator_process
+
+    data = tmp_path / "data"
+    with Emulator(api_key=API_KEY, data_dir=data, processing_seconds=0) as emulator:
+        source = tmp_path / "one.jsonl"
+        for n in range(2000):
+            source.write_bytes(jsonl([CHAT_LINE]))
+            last = emulator.store.create_file(source=source, filename=f"f{n}.jsonl", purpose="assistants")
+    with emulator_process(data_dir=data) as (_, url):
+        set_connection(monkeypatch, "aoai_long", host=url, password=API_KEY)
+        hook = AzureOpenAIHook(aoai_conn_id="aoai_long")
+        assert len(hook.list_files(ids=[last["id"]])) == 1  # warm: the connection, everything imported
+
+        def young_collections(read) -> int:
+            gc.collect()
+            before = gc.get_stats()[0]["collections"]
+            read()
+            return gc.get_stats()[0]["collections"] - before
+
+        assert young_collections(hook.list_files) >= 3
+        assert young_collections(lambda: hook.list_files(ids=[last["id"]])) == 0
+
+
 def test_uri_style_connection_with_a_bare_host(emulator, monkeypatch):
     from urllib.parse import quote
 

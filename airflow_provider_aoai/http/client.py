@@ -152,16 +152,25 @@ class AzureOpenAIClient:
         expect: ObjectKind,
         expect_id: str | None = None,
         expect_parent: str | None = None,
+        object_hook: Callable[[dict[str, Any]], Any] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         """:meth:`request`, then the answer's JSON object, checked to be the ``expect`` kind (and id).
 
+        :param object_hook: :func:`json.loads`'s, called with each object of the answer as it is parsed.
         :raises AzureOpenAIResponseError: the answer is not JSON, not an object, or not what was asked for.
         """
         answer = self._send(method, path, **kwargs)
         what = f"{method} {quoted(path)}"
         return answer_object(
-            what, answer.status_code, answer.headers, answer.content, expect, expect_id, expect_parent
+            what,
+            answer.status_code,
+            answer.headers,
+            answer.content,
+            expect,
+            expect_id,
+            expect_parent,
+            object_hook,
         )
 
     def download(

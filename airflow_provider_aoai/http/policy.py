@@ -29,7 +29,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,15 +195,17 @@ def answer_object(
     expect: ObjectKind,
     expect_id: str | None = None,
     expect_parent: str | None = None,
+    object_hook: Callable[[dict[str, Any]], Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON object of a successful answer, checked to be the ``expect`` kind (and id).
 
     :param what: the request, for messages (``GET files/file-1``).
+    :param object_hook: :func:`json.loads`'s, called with each object as it is parsed.
     :raises AzureOpenAIResponseError: the answer is not JSON, not an object, or not what was asked for.
     """
     problem: str | None
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, object_hook=object_hook)
     except ValueError:
         payload = None
         problem = f"the answer is not JSON (Content-Type {headers.get('content-type', 'none')!r})"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_aoai.credentials import mask_url_secrets
 from airflow_provider_aoai.datasets import check_jsonl_start, scan_dataset
@@ -48,9 +48,13 @@ from airflow_provider_aoai.validation import (
     check_filename,
     check_http_url,
     check_id,
+    check_ids,
     check_stop,
     check_unix_time,
 )
+
+if TYPE_CHECKING:
+    from airflow_provider_aoai.http.client import AzureOpenAIClient
 
 # A file the service created before its upload (or import) request was sent is never taken for its result;
 # this much clock difference between the worker and the service is tolerated.
@@ -145,6 +149,49 @@ class _DigestSink:
     def write(self, data: bytes) -> int:
         self.digest.update(data)
         return len(data)
+
+
+class _OnlyFiles:
+    """A JSON object hook for a page of the file list that keeps the files in ``ids``: every other file is
+    replaced by :data:`DROPPED` the moment it is parsed, so its dict is freed at once and a list of thousands
+    of files never holds thousands of dicts. (Each dict counts towards the garbage collector's young
+    generation while it lives: a triggerer reading such a list every second would run a young collection
+    each time, promote its waits' pending objects and end in full collections that stall its event loop;
+    measured in docs/performance.md.) ``last_id`` is the id of the last file parsed, kept or not: the
+    page's cursor when the page ends with a dropped file."""
+
+    DROPPED: ClassVar[dict[str, Any]] = {}  # one object for them all, never handed out
+
+    def __init__(self, ids: frozenset[str]) -> None:
+        self.ids = ids
+        self.last_id: Any = None
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        if item.get("object") != "file":
+            return item  # the list itself (a file always says what it is; one that does not is kept)
+        self.last_id = item.get("id")
+        return item if self.last_id in self.ids else self.DROPPED
+
+
+def _listed(
+    client: AzureOpenAIClient, params: dict[str, Any], wanted: frozenset[str] | None
+) -> Iterator[File]:
+    """The files of every page of ``GET files`` (those in ``wanted`` only, unless it is ``None``)."""
+    while True:
+        only = None if wanted is None else _OnlyFiles(wanted)
+        page = client.request_object(
+            "GET", ("files",), expect=ObjectKind.LIST, params=params, object_hook=only
+        )
+        items = page["data"]
+        yield from (as_file(item) for item in items if item is not _OnlyFiles.DROPPED)
+        if not page.get("has_more") or not items:
+            return
+        last = only.last_id if only is not None and items[-1] is only.DROPPED else items[-1].get("id")
+        if not isinstance(last, str) or last == params.get("after"):
+            raise AzureOpenAIResponseError(
+                200, "unexpectedResponse", "the file list's paging does not advance"
+            )
+        params["after"] = last
 
 
 class Files(Resource):
@@ -308,24 +355,17 @@ class Files(Resource):
             return None
         return digest.hexdigest()
 
-    def list_files(self, *, purpose: str | None = None) -> list[File]:
-        """All files, optionally only those with ``purpose`` (following ``has_more`` pages where offered)."""
+    def list_files(self, *, purpose: str | None = None, ids: Sequence[str] | None = None) -> list[File]:
+        """All files, optionally only those with ``purpose`` (following ``has_more`` pages where offered).
+
+        :param ids: only the files with these ids, the others dropped as the answer is read: the statuses of
+            many files in one request, in memory for those files only (the triggerer's polls read them so).
+        """
         params: dict[str, Any] = {}
         if purpose is not None:
             params["purpose"] = check_choice(purpose, "purpose", ALL_PURPOSES)
-        files: list[File] = []
-        while True:
-            page = self.client.request_object("GET", ("files",), expect=ObjectKind.LIST, params=params)
-            data = [as_file(item) for item in page["data"]]
-            files.extend(data)
-            if not page.get("has_more") or not data:
-                return files
-            last = data[-1].get("id")
-            if not isinstance(last, str) or last == params.get("after"):
-                raise AzureOpenAIResponseError(
-                    200, "unexpectedResponse", "the file list's paging does not advance"
-                )
-            params["after"] = last
+        wanted = None if ids is None else frozenset(check_ids(ids, "ids"))
+        return list(_listed(self.client, params, wanted))
 
     def download_file(
         self, *, file_id: str, destination: Any, stop: threading.Event | None = None

@@ -162,6 +162,8 @@ HELD = [
         lambda h, f, t: h.upload_file(source=f, purpose="fine-tune", filename="a\rb"),
     ),
     ("purpose case", "purpose", lambda h, f, t: h.list_files(purpose="FINE-TUNE")),
+    ("ids a string", "ids", lambda h, f, t: h.list_files(ids="file-abc")),
+    ("ids a CRLF id", "ids[0]", lambda h, f, t: h.list_files(ids=["file-a\r\nX-Injected: 1"])),
     ("file_id list", "file_id", lambda h, f, t: h.get_file(file_id=["a"])),
     ("file_id NBSP", "file_id", lambda h, f, t: h.get_file(file_id="\u00a0")),
     ("file_id lone surrogate", "file_id", lambda h, f, t: h.get_file(file_id="a\udc80")),
