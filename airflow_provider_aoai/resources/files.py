@@ -168,9 +168,13 @@ class _OnlyFiles:
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         if item.get("object") != "file":
-            return item  # the list itself (a file always says what it is; one that does not is kept)
+            return item  # the list itself, or an object in a file (an item that is not a file: see wanted)
         self.last_id = item.get("id")
-        return item if self.last_id in self.ids else self.DROPPED
+        return item if self.wanted(item) else self.DROPPED
+
+    def wanted(self, item: dict[str, Any]) -> bool:
+        file_id = item.get("id")
+        return isinstance(file_id, str) and file_id in self.ids
 
 
 def _listed(
@@ -183,7 +187,7 @@ def _listed(
             "GET", ("files",), expect=ObjectKind.LIST, params=params, object_hook=only
         )
         items = page["data"]
-        yield from (as_file(item) for item in items if item is not _OnlyFiles.DROPPED)
+        yield from (as_file(item) for item in items if only is None or only.wanted(item))
         if not page.get("has_more") or not items:
             return
         last = only.last_id if only is not None and items[-1] is only.DROPPED else items[-1].get("id")

@@ -128,6 +128,26 @@ def test_a_created_object_with_an_unusable_id_is_a_response_error(service):
         _hook().create_upload(filename="a.jsonl", purpose="fine-tune", total_bytes=5, mime_type="text/jsonl")
 
 
+def test_a_list_by_ids_with_odd_ids_keeps_only_what_was_asked_for(service):
+    """A list whose items carry ids of any JSON type (a list, a number, none) or no kind: read by ids it
+    keeps the asked-for files only, whether or not they say they are files, and raises nothing but our
+    errors."""
+    items = [
+        {"object": "file", "id": ["file-1"]},
+        {"object": "file", "id": 7},
+        {"object": "file"},
+        {"object": "file", "id": "file-1", "status": "processed"},
+        {"id": "file-2"},
+        {"id": "file-3"},
+    ]
+    service.answer = Answer(body=json.dumps({"object": "list", "data": items}).encode())
+    assert _hook().list_files(ids=["file-1", "file-2"]) == [items[3], items[4]]
+    # a page that says there is more but whose last file has no usable id cannot be followed
+    service.answer = Answer(body=json.dumps({"object": "list", "data": items[:2], "has_more": True}).encode())
+    with pytest.raises(AzureOpenAIResponseError, match="paging"):
+        _hook().list_files(ids=["file-1"])
+
+
 # ------------------------------------------------------------------------------------------ slow and huge answers
 def test_test_connection_answers_within_15_seconds_even_from_a_slowloris(monkeypatch):
     """FINDING: README: test_connection "waits at most 15 s". requests' timeout is per socket read, so an
