@@ -252,7 +252,7 @@ def check_jsonl_start(source: Source, purpose: str, argument: str = "source") ->
     first = head.split(b"\n", 1)[0]
     try:
         record = json.loads(first)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         record = None
     if not isinstance(record, dict):
         raise AzureOpenAIInvalidArgumentError(

@@ -28,7 +28,8 @@ class Seen:
 
 
 class MisbehavingService:
-    """``with MisbehavingService() as service: service.answer = Answer(...); service.url``."""
+    """``with MisbehavingService() as service: service.answer = Answer(...); service.url``; ``answer`` may
+    also be a function of the request's path (with its query) that returns the Answer."""
 
     def __init__(self) -> None:
         self.answer = Answer()
@@ -41,7 +42,7 @@ class MisbehavingService:
                 if length:
                     self.rfile.read(length)
                 outer.seen.append(Seen(self.command, self.path, dict(self.headers)))
-                answer = outer.answer
+                answer = outer.answer(self.path) if callable(outer.answer) else outer.answer
                 self.send_response(answer.status)
                 self.send_header("Content-Type", answer.content_type)
                 self.send_header("Content-Length", str(len(answer.body)))

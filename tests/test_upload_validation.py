@@ -70,6 +70,18 @@ def test_validate_false_skips_the_check_and_the_hook_leaves_it_off(emulator, aoa
     assert created(emulator) == ["files.create", "files.create"]
 
 
+def test_a_first_line_nested_too_deeply_is_not_json_lines_without_the_check(emulator, hook, tmp_path):
+    """Found by this round's adversarial pass (the class of its deep list answer): the cheap first-line check
+    of an unvalidated upload raised RecursionError on a line nested 50,000 deep."""
+    source = tmp_path / "deep.jsonl"
+    source.write_bytes(b"[" * 50_000 + b"]" * 50_000 + b"\n")
+    with pytest.raises(AzureOpenAIInvalidArgumentError, match="not JSON Lines"):
+        hook.upload_file(source=str(source), purpose="batch")
+    with pytest.raises(AzureOpenAIDatasetError, match="invalid_json_line"):
+        hook.upload_file(source=str(source), purpose="batch", validate=True)
+    assert created(emulator) == []
+
+
 def test_validate_must_be_a_bool(aoai_conn, tmp_path):
     with pytest.raises(AzureOpenAIInvalidArgumentError, match="validate"):
         AzureOpenAIUploadFileOperator(task_id="up", source="x.jsonl", purpose="batch", validate="yes")

@@ -163,7 +163,7 @@ def api_error(
     code = message = target = None
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         document = None
     if isinstance(document, dict):
         nested = document.get("error")
@@ -206,6 +206,9 @@ def answer_object(
     problem: str | None
     try:
         payload = json.loads(body, object_hook=object_hook)
+    except RecursionError:
+        payload = None
+        problem = "the answer is JSON nested too deeply to be read"
     except ValueError:
         payload = None
         problem = f"the answer is not JSON (Content-Type {headers.get('content-type', 'none')!r})"

@@ -82,7 +82,10 @@ class Answer:
         """:raises ValueError: the body is not JSON."""
         import json
 
-        return json.loads(self.content)
+        try:
+            return json.loads(self.content)
+        except RecursionError as exc:
+            raise ValueError("the body is not JSON: nested too deeply") from exc
 
     def close(self) -> None:
         """Nothing to release: the answer was read whole and its connection given back."""

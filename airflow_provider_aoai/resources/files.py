@@ -151,50 +151,73 @@ class _DigestSink:
         return len(data)
 
 
+# The most pages one list may take: 200,000 files at the 20 a page of a project's OpenAI route, far more than
+# a resource holds (100 fine-tune files, 10,000 batch files with an expiry). A list that pages on is refused.
+MAX_LIST_PAGES = 10_000
+
+
+def _wanted(item: dict[str, Any], ids: frozenset[str]) -> bool:
+    file_id = item.get("id")
+    return isinstance(file_id, str) and file_id in ids
+
+
 class _OnlyFiles:
     """A JSON object hook for a page of the file list that keeps the files in ``ids``: every other file is
     replaced by :data:`DROPPED` the moment it is parsed, so its dict is freed at once and a list of thousands
     of files never holds thousands of dicts. (Each dict counts towards the garbage collector's young
     generation while it lives: a triggerer reading such a list every second would run a young collection
     each time, promote its waits' pending objects and end in full collections that stall its event loop;
-    measured in docs/performance.md.) ``last_id`` is the id of the last file parsed, kept or not: the
-    page's cursor when the page ends with a dropped file."""
+    measured in docs/performance.md.)
 
-    DROPPED: ClassVar[dict[str, Any]] = {}  # one object for them all, never handed out
+    The hook sees objects, not where they stand: :meth:`only_items` tells whether every file it dropped was
+    an item of the page's ``data`` (not an object inside a kept file, or beside ``data``)."""
+
+    DROPPED: ClassVar[dict[str, Any]] = {"object": "file"}  # one object for them all, never handed out
 
     def __init__(self, ids: frozenset[str]) -> None:
         self.ids = ids
-        self.last_id: Any = None
+        self.dropped = 0
+        self.last_dropped: Any = None  # the id of the last file dropped: the cursor, if it ends the page
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        if item.get("object") != "file":
-            return item  # the list itself, or an object in a file (an item that is not a file: see wanted)
-        self.last_id = item.get("id")
-        return item if self.wanted(item) else self.DROPPED
+        if item.get("object") != "file" or _wanted(item, self.ids):
+            return item  # the list itself, a wanted file, or an object in a file (items: see _listed)
+        self.dropped += 1
+        self.last_dropped = item.get("id")
+        return self.DROPPED
 
-    def wanted(self, item: dict[str, Any]) -> bool:
-        file_id = item.get("id")
-        return isinstance(file_id, str) and file_id in self.ids
+    def only_items(self, items: list[Any]) -> bool:
+        return self.dropped == sum(1 for item in items if item is self.DROPPED)
 
 
 def _listed(
     client: AzureOpenAIClient, params: dict[str, Any], wanted: frozenset[str] | None
 ) -> Iterator[File]:
     """The files of every page of ``GET files`` (those in ``wanted`` only, unless it is ``None``)."""
+    cursors: set[str] = set()
     while True:
         only = None if wanted is None else _OnlyFiles(wanted)
         page = client.request_object(
             "GET", ("files",), expect=ObjectKind.LIST, params=params, object_hook=only
         )
+        if only is not None and not only.only_items(page["data"]):
+            # A file object stood somewhere else and was dropped there: read the page again, whole.
+            only = None
+            page = client.request_object("GET", ("files",), expect=ObjectKind.LIST, params=params)
         items = page["data"]
-        yield from (as_file(item) for item in items if only is None or only.wanted(item))
+        yield from (as_file(item) for item in items if wanted is None or _wanted(item, wanted))
         if not page.get("has_more") or not items:
             return
-        last = only.last_id if only is not None and items[-1] is only.DROPPED else items[-1].get("id")
-        if not isinstance(last, str) or last == params.get("after"):
+        last = only.last_dropped if only is not None and items[-1] is only.DROPPED else items[-1].get("id")
+        if not isinstance(last, str) or last in cursors or len(cursors) >= MAX_LIST_PAGES:
             raise AzureOpenAIResponseError(
-                200, "unexpectedResponse", "the file list's paging does not advance"
+                200,
+                "unexpectedResponse",
+                "the file list's paging does not advance"
+                if len(cursors) < MAX_LIST_PAGES
+                else f"the file list goes on for more than {MAX_LIST_PAGES:,} pages",
             )
+        cursors.add(last)
         params["after"] = last
 
 

@@ -148,6 +148,72 @@ def test_a_list_by_ids_with_odd_ids_keeps_only_what_was_asked_for(service):
         _hook().list_files(ids=["file-1"])
 
 
+def _pages(pages: dict[str | None, dict]):
+    """An answer per ``after`` cursor of a file list."""
+    from urllib.parse import parse_qs, urlsplit
+
+    def answer(path: str) -> Answer:
+        after = parse_qs(urlsplit(path).query).get("after", [None])[0]
+        return Answer(body=json.dumps(pages[after]).encode())
+
+    return answer
+
+
+def _f(file_id, **fields) -> dict:
+    return {"object": "file", "id": file_id, "status": "processed", **fields}
+
+
+def test_a_list_by_ids_keeps_its_files_whole_whatever_they_hold(service):
+    """Found by this round's adversarial pass: a file object inside a kept file was dropped with the others
+    (the shared stand-in handed out inside the result), and a file beside ``data`` set the paging cursor."""
+    from airflow_provider_aoai.resources.files import _OnlyFiles
+
+    nested = _f("file-a", meta={"object": "file", "id": "inner"}, more=[{"object": "file", "id": "x"}])
+    service.answer = _pages(
+        {
+            None: {"object": "list", "data": [nested, _f("file-b")], "has_more": True, "extra": _f("zzz")},
+            "file-b": {"object": "list", "data": [_f("file-c")]},
+        }
+    )
+    files = _hook().list_files(ids=["file-a", "file-c"])
+    assert files == [nested, _f("file-c")]
+    assert _OnlyFiles.DROPPED == {"object": "file"}
+    assert all(value is not _OnlyFiles.DROPPED for file in files for value in file.values())
+
+
+@pytest.mark.timeout(60)
+def test_a_list_whose_pages_go_round_is_refused(service):
+    """Found by this round's adversarial pass: cursors that alternate (or never end) paged for ever, in the
+    triggerer too; every cursor seen is remembered."""
+    service.answer = _pages(
+        {
+            None: {"object": "list", "data": [_f("x")], "has_more": True},
+            "x": {"object": "list", "data": [_f("y")], "has_more": True},
+            "y": {"object": "list", "data": [_f("x")], "has_more": True},
+        }
+    )
+    for ids in (None, ["file-a"]):
+        before = len(service.seen)
+        with pytest.raises(AzureOpenAIResponseError, match="paging does not advance"):
+            _hook().list_files(ids=ids)
+        assert len(service.seen) - before == 3
+
+
+def test_an_answer_nested_too_deeply_is_a_response_error(service):
+    """Found by this round's adversarial pass: a body nested 100,000 deep raised RecursionError out of the
+    client (and out of every poll of a triggerer's list), on success and error answers alike."""
+    deep = b'{"object": "list", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    service.answer = Answer(body=deep)
+    with pytest.raises(AzureOpenAIResponseError, match="nested too deeply"):
+        _hook().list_files(ids=["file-a"])
+    service.answer = Answer(status=400, body=b'{"error": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    with pytest.raises(AzureOpenAIBadRequestError):
+        _hook().get_file(file_id="file-a")
+    service.answer = Answer(body=json.dumps(_f("file-z")).encode())  # a file where a list belongs
+    with pytest.raises(AzureOpenAIResponseError, match="kind 'list', got 'file'"):
+        _hook().list_files(ids=["file-a"])
+
+
 # ------------------------------------------------------------------------------------------ slow and huge answers
 def test_test_connection_answers_within_15_seconds_even_from_a_slowloris(monkeypatch):
     """FINDING: README: test_connection "waits at most 15 s". requests' timeout is per socket read, so an
