@@ -212,10 +212,8 @@ class _Poller:
         self.hand_back(outcomes)
 
     def list_polled(self, hook: Any, costs: _Costs, polls: Sequence[_Poll]) -> dict[str, File]:
-        """The polls' files by id, read from the list of the connection's files; empty when the list failed
-        (the polls are read one by one). The list keeps only these files as it is parsed: a list of all the
-        files would hold thousands of dicts each second, which sets off the garbage collector (see
-        :meth:`~airflow_provider_aoai.resources.files.Files.list_files`)."""
+        """The polls' files by id, from a list that keeps only them (see the module's docstring); empty when
+        the list failed (the polls are read one by one)."""
         cpu = time.thread_time()
         try:
             files = hook.list_files(ids=list({poll.file_id for poll in polls}))

@@ -164,10 +164,8 @@ def _wanted(item: dict[str, Any], ids: frozenset[str]) -> bool:
 class _OnlyFiles:
     """A JSON object hook for a page of the file list that keeps the files in ``ids``: every other file is
     replaced by :data:`DROPPED` the moment it is parsed, so its dict is freed at once and a list of thousands
-    of files never holds thousands of dicts. (Each dict counts towards the garbage collector's young
-    generation while it lives: a triggerer reading such a list every second would run a young collection
-    each time, promote its waits' pending objects and end in full collections that stall its event loop;
-    measured in docs/performance.md.)
+    of files never holds thousands of dicts (why that matters to a triggerer:
+    :mod:`airflow_provider_aoai.polling`).
 
     The hook sees objects, not where they stand: :meth:`only_items` tells whether every file it dropped was
     an item of the page's ``data`` (not an object inside a kept file, or beside ``data``)."""
@@ -209,13 +207,13 @@ def _listed(
         if not page.get("has_more") or not items:
             return
         last = only.last_dropped if only is not None and items[-1] is only.DROPPED else items[-1].get("id")
-        if not isinstance(last, str) or last in cursors or len(cursors) >= MAX_LIST_PAGES:
+        if not isinstance(last, str) or last in cursors:
             raise AzureOpenAIResponseError(
-                200,
-                "unexpectedResponse",
-                "the file list's paging does not advance"
-                if len(cursors) < MAX_LIST_PAGES
-                else f"the file list goes on for more than {MAX_LIST_PAGES:,} pages",
+                200, "unexpectedResponse", "the file list's paging does not advance"
+            )
+        if len(cursors) >= MAX_LIST_PAGES:
+            raise AzureOpenAIResponseError(
+                200, "unexpectedResponse", f"the file list goes on for more than {MAX_LIST_PAGES:,} pages"
             )
         cursors.add(last)
         params["after"] = last
